@@ -1,0 +1,97 @@
+"""Load a checkpoint and classify PIL images of any size and mode.
+
+Preprocessing mirrors training exactly: the photo becomes a 32x32 uint8 image like a CIFAR-100
+picture (centre square, antialiased downscale), then `to_model_input` applies the input size,
+interpolation and normalisation stored in the checkpoint.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from .checkpoint import load_weights, read_meta
+from .data import to_model_input
+from .models import build_model, count_params
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB, upright. Transparency is composited on white; 16-bit and float
+    greyscale are scaled to 8 bits rather than clipped."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        if img.mode.startswith("I;16") or (img.mode == "I" and a.max(initial=0) > 255):
+            a = a / 257.0
+        elif img.mode == "F" and a.max(initial=0) <= 1.0:
+            a = a * 255.0
+        img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+def to_cifar_uint8(img: Image.Image, size: int = 32) -> torch.Tensor:
+    """PIL image -> (3, size, size) uint8: largest centred square, antialiased bicubic resize."""
+    img = to_rgb(img)
+    w, h = img.size
+    s = min(w, h)
+    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+    img = img.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+class Classifier:
+    """A trained model plus everything needed to use it, read from its checkpoint JSON."""
+
+    def __init__(self, model: torch.nn.Module, meta: dict, device="cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.meta = meta
+        self.name = meta["model"]
+        self.classes: list[str] = meta["class_names"]
+        self.superclasses: list[str] = meta["superclass_names"]
+        self.superclass_of: list[int] = meta["superclass_of"]
+        self.data_config: dict = meta["data_config"]
+        self.num_params = count_params(model)
+
+    def superclass(self, class_name: str) -> str:
+        return self.superclasses[self.superclass_of[self.classes.index(class_name)]]
+
+    def preprocess(self, images) -> torch.Tensor:
+        size = int(self.data_config.get("source_size", 32))
+        return torch.stack([to_cifar_uint8(im, size) for im in images])
+
+    @torch.inference_mode()
+    def logits(self, images_uint8: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
+        """Logits (N, classes) float32 on CPU for uint8 (N, 3, 32, 32) images."""
+        out = []
+        for i in range(0, len(images_uint8), batch_size):
+            x = to_model_input(images_uint8[i:i + batch_size].to(self.device), self.data_config)
+            out.append(self.model(x).float().cpu())
+        return torch.cat(out) if out else torch.empty(0, len(self.classes))
+
+    def predict_proba(self, images) -> torch.Tensor:
+        return self.logits(self.preprocess(images)).softmax(1)
+
+    def predict(self, images, k: int = 5) -> list[list[tuple[str, float]]]:
+        """Per PIL image, the top-k (class_name, probability) pairs, most probable first."""
+        p, i = self.predict_proba(images).topk(k, dim=1)
+        return [[(self.classes[c], float(q)) for q, c in zip(ps.tolist(), cs.tolist())] for ps, cs in zip(p, i)]
+
+
+def classifier_from_state(meta: dict, state: dict, device="cpu") -> Classifier:
+    model, _ = build_model(meta["model"], meta["arch"], pretrained=None, num_classes=len(meta["class_names"]))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return Classifier(model.to(memory_format=torch.channels_last), meta, device)
+
+
+def load_classifier(path, device="cpu") -> Classifier:
+    """Load 'checkpoints/NAME' (or NAME.safetensors / NAME.json). Raises CheckpointError with the
+    file's name and what to do when it is missing, damaged or mismatched."""
+    meta = read_meta(path)
+    return classifier_from_state(meta, load_weights(path, meta), device)

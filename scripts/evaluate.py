@@ -1,0 +1,57 @@
+"""Evaluate a checkpoint on the CIFAR-100 test set:
+    python scripts/evaluate.py --checkpoint checkpoints/cnn9 [--data-dir DIR] [--limit N]
+
+Prints top-1/top-5, NLL, ECE and the worst classes; writes the full report (per-class accuracy,
+confusion matrix, reliability bins...) as JSON next to the checkpoint (NAME.eval.json) or to --out."""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from cifar_models import load_classifier, load_cifar100  # noqa: E402
+from cifar_models.checkpoint import atomic_write_json, checkpoint_paths  # noqa: E402
+from cifar_models.data import stratified_subset  # noqa: E402
+from cifar_models.evaluation import evaluate_classifier  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="checkpoints/NAME (or NAME.safetensors / NAME.json)")
+    p.add_argument("--data-dir", help="CIFAR-100 folder (default: $CIFAR100_DIR, else data/cifar-100-python)")
+    p.add_argument("--limit", type=int, help="evaluate on about N test images (stratified), for quick checks")
+    p.add_argument("--out", help="report path (default: NAME.eval.json beside the checkpoint)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--no-verify", action="store_true", help="skip the md5 check")
+    a = p.parse_args(argv)
+
+    clf = load_classifier(a.checkpoint, device=a.device)
+    data = load_cifar100(a.data_dir, verify=not a.no_verify)
+    test = data.test
+    if a.limit:
+        test = test.take(stratified_subset(test.labels.numpy(), a.limit))
+    t0 = time.perf_counter()
+    report = evaluate_classifier(clf, test, batch_size=a.batch_size)
+    report.update(checkpoint=str(a.checkpoint), test_images=len(test), seconds=time.perf_counter() - t0,
+                  device=str(a.device))
+    s = report["summary"]
+    print(f"{clf.name} on {len(test)} test images ({report['seconds']:.0f}s on {a.device}): top-1 {s['top1']:.2%}  "
+          f"top-5 {s['top5']:.2%}  NLL {s['nll']:.3f}  ECE {s['ece']:.3f}  superclass top-1 "
+          f"{report['superclass_top1']:.2%}")
+    worst = sorted(report["per_class_accuracy"].items(), key=lambda kv: kv[1])[:5]
+    print("weakest classes: " + ", ".join(f"{c} {v:.0%}" for c, v in worst))
+    print("top confusions: " + ", ".join(f"{c['true']}->{c['predicted']} ({c['count']})"
+                                         for c in report["top_confusions"][:5]))
+    out = Path(a.out) if a.out else checkpoint_paths(a.checkpoint)[1].with_suffix(".eval.json")
+    atomic_write_json(out, report)
+    print(f"wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

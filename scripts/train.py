@@ -1,0 +1,65 @@
+"""Train a CIFAR-100 classifier:  python scripts/train.py --model cnn9|efficientnet_b0 [--recipe cpu] [flags]
+
+Every recipe value can be overridden by a flag (see --help); the resolved recipe is saved in the
+checkpoint. Running the same command again after an interruption resumes the run."""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cifar_models.recipes import RECIPES, get_recipe  # noqa: E402
+from cifar_models.training import train  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, choices=sorted({r["model"] for r in RECIPES.values()}))
+    p.add_argument("--recipe", default="default", help="default (GPU) or cpu; see cifar_models/recipes.py")
+    p.add_argument("--data-dir", help="folder with CIFAR-100 train/test/meta (default: $CIFAR100_DIR, else "
+                                      "data/cifar-100-python, downloaded when missing)")
+    p.add_argument("--out", default="checkpoints", help="where NAME.safetensors and NAME.json go")
+    p.add_argument("--name", help="checkpoint name (default: the model name)")
+    p.add_argument("--run-dir", default="runs", help="resumable state and feature caches")
+    p.add_argument("--restart", action="store_true", help="discard an interrupted run instead of resuming it")
+    p.add_argument("--no-test", action="store_true", help="skip the final test-set evaluation (for sweeps)")
+    p.add_argument("--no-verify", action="store_true", help="skip the md5 check (other data in CIFAR format)")
+    p.add_argument("--pretrained-file", help="local ImageNet weights (safetensors) instead of the hub download")
+    p.add_argument("--from-scratch", action="store_true", help="no pretrained weights")
+    p.add_argument("--widths", type=lambda s: [int(w) for w in s.split(",")], help="cnn9 widths, e.g. 64,128,256,512")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    p.add_argument("--amp", choices=["auto", "on", "off"], help="bf16 autocast")
+    p.add_argument("--freeze-backbone", action=argparse.BooleanOptionalAction)
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction)
+    for flag, typ in [("epochs", int), ("batch-size", int), ("lr", float), ("weight-decay", float),
+                      ("momentum", float), ("label-smoothing", float), ("warmup-epochs", float),
+                      ("crop-padding", int), ("seed", int), ("val-per-class", int), ("subset", int),
+                      ("optimizer", str), ("schedule", str), ("drop-rate", float), ("drop-path-rate", float)]:
+        p.add_argument(f"--{flag}", type=typ)
+    a = p.parse_args(argv)
+
+    cfg = get_recipe(a.model, a.recipe)
+    for key in ["epochs", "batch_size", "lr", "weight_decay", "momentum", "label_smoothing", "warmup_epochs",
+                "crop_padding", "seed", "val_per_class", "subset", "optimizer", "schedule", "freeze_backbone",
+                "flip", "compile"]:
+        if getattr(a, key) is not None:
+            cfg[key] = getattr(a, key)
+    for key in ["widths", "drop_rate", "drop_path_rate"]:
+        if getattr(a, key) is not None:
+            cfg["arch"][key] = getattr(a, key)
+    if a.amp:
+        cfg["amp"] = {"auto": "auto", "on": True, "off": False}[a.amp]
+    if a.pretrained_file:
+        cfg["pretrained"] = a.pretrained_file
+    if a.from_scratch:
+        cfg["pretrained"] = None
+    cfg["device"] = a.device
+    print(json.dumps({k: v for k, v in cfg.items() if k != "description"}))
+    train(cfg, data_dir=a.data_dir, out_dir=a.out, run_dir=a.run_dir, name=a.name, restart=a.restart,
+          run_test=not a.no_test, verify_md5=not a.no_verify)
+
+
+if __name__ == "__main__":
+    main()
