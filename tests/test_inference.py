@@ -1,0 +1,74 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cifar_models import load_classifier
+from cifar_models.inference import to_cifar_uint8, to_rgb
+
+
+def _images():
+    rgb = Image.effect_noise((50, 40), 60).convert("RGB")
+    cmyk = rgb.convert("CMYK")
+    rgba = rgb.convert("RGBA")
+    grey = rgb.convert("L")
+    pal = rgb.convert("P", palette=Image.Palette.ADAPTIVE)
+    i16 = Image.fromarray((np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16))
+    return {"RGB": rgb, "RGBA": rgba, "L": grey, "P": pal, "CMYK": cmyk, "I;16": i16,
+            "1x1": Image.new("RGB", (1, 1), (10, 200, 10)), "4000x3000": Image.new("RGB", (4000, 3000), (90, 60, 30))}
+
+
+@pytest.fixture(scope="module")
+def clf(trained_cnn):
+    return load_classifier(trained_cnn[0])
+
+
+@pytest.mark.parametrize("kind", list(_images()))
+def test_predict_any_mode_and_size(clf, kind):
+    img = _images()[kind]
+    (top,) = clf.predict([img], k=5)
+    assert len(top) == 5
+    probs = [p for _, p in top]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    assert all(name in clf.classes for name, _ in top)
+
+
+def test_batch_of_mixed_images(clf):
+    out = clf.predict(list(_images().values()), k=3)
+    assert len(out) == 8 and all(len(t) == 3 for t in out)
+
+
+def test_16_bit_is_scaled_not_clipped():
+    img = Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16))
+    assert img.mode.startswith("I;16")
+    assert to_rgb(img).getpixel((0, 0)) == (255, 255, 255)
+    half = Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16))
+    assert 126 <= to_rgb(half).getpixel((0, 0))[0] <= 129
+
+
+def test_transparency_becomes_white():
+    img = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    assert to_rgb(img).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_exif_orientation_is_applied():
+    img = Image.new("RGB", (60, 20), (0, 0, 0))
+    img.paste((255, 255, 255), (0, 0, 30, 20))  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW to display
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif)
+    shown = to_rgb(Image.open(io.BytesIO(buf.getvalue())))
+    assert shown.size == (20, 60)
+    assert shown.getpixel((10, 5))[0] > 200 and shown.getpixel((10, 55))[0] < 50  # white on top
+
+
+def test_cifar_preprocessing_keeps_a_32px_image_unchanged():
+    arr = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    out = to_cifar_uint8(Image.fromarray(arr))
+    assert out.shape == (3, 32, 32) and (out.permute(1, 2, 0).numpy() == arr).all()
+
+
+def test_superclass_lookup(clf):
+    assert clf.superclass("class_07") == "super_01"
