@@ -41,25 +41,31 @@ def gradcam(clf: Classifier, image: Image.Image, class_index: int | None = None)
     """float32 (H, W) heat map in [0, 1] at the upright image's size, for class_index (default top-1)."""
     if class_index is not None and not 0 <= int(class_index) < len(clf.classes):
         raise ValueError(f"class_index {class_index} out of range 0..{len(clf.classes) - 1}")
-    model = clf.model
+    model, layers = clf.model, target_layers(clf)
+    params = list(model.parameters())
     modes = [m.training for m in model.modules()]
-    flags = [p.requires_grad for p in model.parameters()]
+    flags, grads = [p.requires_grad for p in params], [p.grad for p in params]
+    own = [p for layer in layers for p in layer.parameters()]
     targets = None if class_index is None else [ClassifierOutputTarget(int(class_index))]
-    cam = GradCAM(model, target_layers(clf))  # registers forward hooks; released in `finally`
+    cam = GradCAM(model, layers)  # registers forward hooks; released in `finally`
     try:
-        # Weights need no gradient: only the activations' are used, so freeze them for the call
-        # (faster, leaves no .grad behind) and let the input carry the autograd graph instead.
-        for p in model.parameters():
+        # Only the gradient at the target layer is needed: let autograd start there (its own weights
+        # require grad, nothing before it does), so backward stops at that layer instead of running
+        # through the whole backbone. A layer without weights falls back to the input's gradient.
+        for p in params:
             p.requires_grad_(False)
+        for p in own:
+            p.requires_grad_(True)
         # Also works when called inside inference_mode / no_grad (e.g. from a UI callback).
         with torch.inference_mode(False), torch.enable_grad():
             x = to_model_input(clf.preprocess([image]).to(clf.device), clf.data_config)
-            heat = cam(x.requires_grad_(True), targets)[0]  # (S, S) in [0, 1], S = input size
+            heat = cam(x.requires_grad_(not own), targets)[0]  # (S, S) in [0, 1], S = input size
     finally:
         # Explicit release rather than `with GradCAM(...)`: its __exit__ swallows IndexError.
         cam.activations_and_grads.release()
-        for p, f in zip(model.parameters(), flags):
+        for p, f, g in zip(params, flags, grads):  # GradCAM zeroes .grad; put everything back
             p.requires_grad_(f)
+            p.grad = g
         for m, t in zip(model.modules(), modes):  # GradCAM calls model.eval(); restore each module
             m.training = t
     w, h = to_rgb(image).size

@@ -19,7 +19,7 @@ def topk_bars(top: list[tuple[str, float]], model: str, title: str) -> go.Figure
     probs = [p for _, p in top][::-1]
     fig = go.Figure(go.Bar(x=probs, y=names, orientation="h", marker_color=COLORS.get(model, "#555"),
                            text=[f"{p:.1%}" for p in probs], textposition="auto", hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
-    fig.update_xaxes(range=[0, 1], tickformat=".0%", title="probability")
+    fig.update_xaxes(range=[0, 1], dtick=0.2, tickformat=".0%", title="probability")
     fig.update_yaxes(automargin=True)
     return _layout(fig, BAR_HEIGHT, title=dict(text=title, x=0.02))
 

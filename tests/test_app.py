@@ -1,0 +1,184 @@
+"""The dashboard, driven from outside: gradio_client for the API and bad input, Playwright for the page."""
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+CHECKPOINTS = Path(os.environ.get("CHECKPOINT_DIR", ROOT / "checkpoints"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    port = free_port()
+    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
+               CHECKPOINT_DIR=str(CHECKPOINTS), GRADIO_ANALYTICS_ENABLED="False")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"app exited: {proc.stdout.read()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    return Client(app_url, verbose=False)
+
+
+def save(tmp_path, name, img, **kw) -> str:
+    path = tmp_path / name
+    img.save(path, **kw)
+    return str(path)
+
+
+def check_result(r):
+    for name in ("cnn9", "efficientnet_b0"):
+        top = r[name]["top"]
+        probs = [t["probability"] for t in top]
+        assert len(top) == 5 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+        assert r[name]["superclass"] and r[name]["milliseconds"] > 0
+    assert isinstance(r["agree"], bool)
+
+
+def test_predict_returns_five_sorted_labels_per_model(client):
+    check_result(client.predict(handle_file(str(ROOT / "examples" / "cifar" / "tiger_test422.png")),
+                                api_name="/predict"))
+
+
+def _bad_files(tmp_path):
+    photo = Image.effect_noise((300, 200), 80).convert("RGB")
+    jpeg = io.BytesIO()
+    photo.save(jpeg, "JPEG")
+    (tmp_path / "truncated.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    (tmp_path / "text.jpg").write_text("this is a text file, not a picture\n")
+    (tmp_path / "empty.png").write_bytes(b"")
+    Image.new("L", (10_000, 10_000)).save(tmp_path / "bomb.png")  # 100 Mpx > Pillow's 89 Mpx limit
+    return {"text.jpg": "not an image", "truncated.jpg": "damaged or truncated", "empty.png": "empty",
+            "bomb.png": "too large"}
+
+
+def test_bad_files_get_clear_messages_and_the_app_keeps_serving(client, tmp_path):
+    good = handle_file(str(ROOT / "examples" / "cifar" / "apple_test9.png"))
+    for name, message in _bad_files(tmp_path).items():
+        with pytest.raises(Exception) as e:
+            client.predict(handle_file(str(tmp_path / name)), api_name="/predict")
+        assert message in str(e.value), (name, str(e.value))
+        check_result(client.predict(good, api_name="/predict"))
+
+
+def test_unusual_but_valid_images_are_classified(client, tmp_path):
+    base = Image.effect_noise((120, 90), 70).convert("RGB")
+    frames = [Image.new("RGB", (64, 64), c) for c in ("red", "green", "blue")]
+    gif = tmp_path / "anim.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    files = {
+        "anim.gif": str(gif),
+        "cmyk.jpg": save(tmp_path, "cmyk.jpg", base.convert("CMYK")),
+        "16bit.png": save(tmp_path, "16bit.png", Image.fromarray(
+            (np.arange(90 * 120, dtype=np.uint16).reshape(90, 120) * 7))),
+        "rgba.png": save(tmp_path, "rgba.png", base.convert("RGBA")),
+    }
+    for name, path in files.items():
+        check_result(client.predict(handle_file(path), api_name="/predict"))
+
+
+def test_exif_orientation_is_applied_like_a_photo_viewer(client, tmp_path):
+    src = Image.open(ROOT / "examples" / "cifar" / "tiger_test422.png").resize((96, 96))
+    upright = save(tmp_path, "upright.png", src)
+    exif = Image.Exif()
+    exif[0x0112] = 8  # the viewer rotates 90 degrees counter-clockwise... so store it rotated the other way
+    rotated = save(tmp_path, "rotated.jpg", src.transpose(Image.Transpose.ROTATE_270), exif=exif, quality=100)
+    a = client.predict(handle_file(upright), api_name="/predict")
+    b = client.predict(handle_file(rotated), api_name="/predict")
+    assert [t["label"] for t in a["cnn9"]["top"][:1]] == [t["label"] for t in b["cnn9"]["top"][:1]]
+
+
+def test_twenty_clients_at_once_are_all_served(app_url):
+    path = str(ROOT / "examples" / "cifar" / "castle_test49.png")
+
+    def one(_):
+        return Client(app_url, verbose=False).predict(handle_file(path), api_name="/predict")
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(one, range(20)))
+    assert len(results) == 20
+    for r in results:
+        check_result(r)
+
+
+def test_missing_checkpoint_stops_with_one_clear_message(tmp_path):
+    env = dict(os.environ, CHECKPOINT_DIR=str(tmp_path), GRADIO_SERVER_PORT=str(free_port()))
+    out = subprocess.run([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0
+    assert f"{tmp_path / 'cnn9.safetensors'} not found" in out.stderr and "scripts/train.py" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_corrupt_checkpoint_stops_with_one_clear_message(tmp_path):
+    for f in CHECKPOINTS.glob("*"):
+        shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "efficientnet_b0.json").write_text("{ not json")
+    env = dict(os.environ, CHECKPOINT_DIR=str(tmp_path), GRADIO_SERVER_PORT=str(free_port()))
+    out = subprocess.run([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0 and "efficientnet_b0.json is not valid JSON" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_browser_shows_both_bar_charts_and_both_curves(app_url, tmp_path):
+    if not CHROMIUM:
+        if os.environ.get("REQUIRE_BROWSER"):
+            pytest.fail("chromium is required here (REQUIRE_BROWSER is set) but not installed")
+        pytest.skip("chromium not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.goto(app_url, wait_until="networkidle")
+        shown = "() => ['#agreement', '#bars-cnn9', '#bars-efficientnet_b0'].map(s => document.querySelector(s)?.innerText).join('|')"
+        before = page.evaluate(shown)
+        page.locator("input[type=file]").first.set_input_files(str(ROOT / "examples" / "cifar" / "dolphin_test164.png"))
+        page.wait_for_function(f"({shown})() !== {before!r}", timeout=60_000)
+        page.wait_for_timeout(1500)
+        for plot_id in ("bars-cnn9", "bars-efficientnet_b0", "curve-acc", "curve-loss"):
+            box = page.locator(f"#{plot_id} .js-plotly-plot").first.bounding_box()
+            assert box and box["height"] > 100, plot_id
+        page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+        assert (tmp_path / "app.png").stat().st_size > 10_000
+        browser.close()
