@@ -59,4 +59,6 @@ def model_card(clf: Classifier) -> str:
         f"- Trained {len(m.get('history', []))} epochs in {m.get('train_seconds', 0) / 60:.1f} min on {m.get('device', '?')}"
         f" (recipe `{m.get('recipe', {}).get('recipe', '?')}`)",
     ]
+    if m.get("notes"):
+        lines.append(f"- ⚠️ {m['notes']}")
     return "\n".join(lines)

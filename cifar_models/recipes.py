@@ -32,11 +32,12 @@ RECIPES = {
                             description="EfficientNet-B0 fine-tuned end to end from ImageNet-1k at 224 px, "
                                         "GPU recipe"),
     # CPU recipes: about an hour on a 2-core laptop CPU; interim weights until a GPU run replaces them.
-    "cnn9-cpu": dict(_COMMON, model="cnn9", arch=dict(widths=[32, 64, 128, 256]), epochs=10, batch_size=256,
-                     lr=0.2, description="ResNet-9-style CNN from scratch, half width, CPU recipe"),
+_CPU_NOTE = "CPU-trained interim weights (2-core CPU, no GPU); to be replaced by the GPU recipe's checkpoint."
+    "cnn9-cpu": dict(_COMMON, model="cnn9", arch=dict(widths=[32, 64, 128, 256]), epochs=15, batch_size=256,
+                     lr=0.2, notes=_CPU_NOTE, description="ResNet-9-style CNN from scratch, half width, CPU recipe"),
     "efficientnet_b0-cpu": dict(_COMMON, model="efficientnet_b0", arch=dict(drop_rate=0.2, drop_path_rate=0.2),
                                 pretrained="hub", freeze_backbone=True, epochs=30, batch_size=256,
-                                optimizer="adamw", lr=1e-3, weight_decay=0.05, crop_padding=0, flip=False,
+                                optimizer="adamw", lr=1e-3, weight_decay=0.05, crop_padding=0, flip=False, notes=_CPU_NOTE,
                                 description="EfficientNet-B0 with frozen ImageNet-1k backbone; new 100-class "
                                             "head trained on cached 224 px features, CPU recipe"),
 }

@@ -233,7 +233,7 @@ def train(cfg: dict, data_dir=None, out_dir="checkpoints", run_dir="runs", name:
     # Final validation metrics (cheap: no test data involved) and the checkpoint.
     val_logits = _val_logits(forward, trainable, val_inputs, len(val_set), bs, device, amp)
     meta = dict(
-        model=cfg["model"], name=name, description=spec.description, arch=cfg["arch"],
+        model=cfg["model"], name=name, description=spec.description, notes=cfg.get("notes"), arch=cfg["arch"],
         backbone="timm tf_efficientnet_b0" if cfg["model"] == "efficientnet_b0" else "cnn9 (this project)",
         pretrained=pretrained, num_params=count_params(model),
         class_names=data.class_names, superclass_names=data.superclass_names, superclass_of=data.superclass_of,
