@@ -22,6 +22,8 @@ _COMMON = dict(
     compile=False,
 )
 
+_CPU_NOTE = "CPU-trained interim weights (2-core CPU, no GPU); to be replaced by the GPU recipe's checkpoint."
+
 RECIPES = {
     # GPU recipes (the targets of the GPU-training issue).
     "cnn9": dict(_COMMON, model="cnn9", arch=dict(widths=[64, 128, 256, 512]), epochs=24, batch_size=512,
@@ -32,7 +34,6 @@ RECIPES = {
                             description="EfficientNet-B0 fine-tuned end to end from ImageNet-1k at 224 px, "
                                         "GPU recipe"),
     # CPU recipes: about an hour on a 2-core laptop CPU; interim weights until a GPU run replaces them.
-_CPU_NOTE = "CPU-trained interim weights (2-core CPU, no GPU); to be replaced by the GPU recipe's checkpoint."
     "cnn9-cpu": dict(_COMMON, model="cnn9", arch=dict(widths=[32, 64, 128, 256]), epochs=15, batch_size=256,
                      lr=0.2, notes=_CPU_NOTE, description="ResNet-9-style CNN from scratch, half width, CPU recipe"),
     "efficientnet_b0-cpu": dict(_COMMON, model="efficientnet_b0", arch=dict(drop_rate=0.2, drop_path_rate=0.2),

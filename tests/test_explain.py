@@ -1,12 +1,16 @@
 import io
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from cifar_models import load_classifier
 from cifar_models.explain import gradcam, overlay, target_layers
+from cifar_models.data import to_model_input
 from cifar_models.inference import Classifier
 from cifar_models.models import build_model, get_spec
 
@@ -20,8 +24,9 @@ def cnn(trained_cnn):
 def effnet(cnn):
     torch.manual_seed(0)
     model, _ = build_model("efficientnet_b0")  # random init: no download
+    data_config = dict(get_spec("efficientnet_b0").data_config, source_size=32)
     meta = dict(model="efficientnet_b0", class_names=cnn.classes, superclass_names=cnn.superclasses,
-                superclass_of=cnn.superclass_of, data_config=dict(get_spec("efficientnet_b0").data_config, source_size=32))
+                superclass_of=cnn.superclass_of, data_config=data_config)
     return Classifier(model.to(memory_format=torch.channels_last), meta)
 
 
@@ -64,6 +69,16 @@ def test_map_has_image_size_and_is_zero_outside_the_crop(clf):
     assert cam.shape == (60, 40)  # upright (after EXIF) size: H=60, W=40
     assert np.isfinite(cam).all() and cam.min() >= 0 and cam.max() <= 1
     assert (cam[:10] == 0).all() and (cam[50:] == 0).all()
+
+
+def test_same_map_as_the_library_default(clf):
+    # gradcam() lets backward start at the target layer; the map must equal plain GradCAM's.
+    img, c = _photo(64, 64, seed=2), 3
+    x = to_model_input(clf.preprocess([img]), clf.data_config)
+    with GradCAM(clf.model, target_layers(clf)) as g:
+        ref = cv2.resize(g(x, [ClassifierOutputTarget(c)])[0], (64, 64))
+    clf.model.zero_grad(set_to_none=True)
+    np.testing.assert_allclose(gradcam(clf, img, c), ref, atol=1e-6)
 
 
 def test_other_class_and_bad_index(clf):
