@@ -16,15 +16,17 @@ import gradio as gr
 import torch
 
 from cifar_models.checkpoint import CheckpointError
-from cifar_models.compare import MODEL_NAMES, agreement_line, compare, load_models, model_card
+from cifar_models.compare import (MODEL_NAMES, agreement_line, compare, confusions_table, disagreements, explain,
+                                  load_models, load_reports, model_card)
 from cifar_models.images import ImageInputError, open_image
-from cifar_models.plots import topk_bars, training_curves
+from cifar_models.plots import per_class_accuracy, reliability_diagram, topk_bars, training_curves
 
 HERE = Path(__file__).resolve().parent
 CHECKPOINT_DIR = Path(os.environ.get("CHECKPOINT_DIR", HERE / "checkpoints"))
 TITLES = {"cnn9": "cnn9 · 9-layer CNN, from scratch", "efficientnet_b0": "EfficientNet-B0 · ImageNet-pretrained"}
 CSS = ".gradio-container {max-width: 1280px !important; margin: auto;}"
 MODELS: dict = {}  # name -> Classifier, loaded once at start-up
+ON_MODELS = dict(concurrency_id="models")  # every event that runs a model shares one queue slot
 
 
 def example_images() -> list[str]:
@@ -66,67 +68,127 @@ def predict(payload) -> dict:
     return compare(MODELS, image)
 
 
-def show(payload):
-    """UI event: the agreement line, then per model a bar chart and a caption."""
+def show(payload, cam_on: bool):
+    """UI event: the agreement line, then per model a bar chart, a caption and the Grad-CAM class choice."""
     if payload is None:  # the image was cleared
-        return [gr.skip()] * (1 + 2 * len(MODEL_NAMES))
-    return render(predict(payload))
+        return [gr.skip()] * (1 + 3 * len(MODEL_NAMES))
+    return render(predict(payload), cam_on)
 
 
-def render(result: dict) -> list:
+def render(result: dict, cam_on: bool = False) -> list:
     out = [agreement_line(result)]
     for name in MODEL_NAMES:
         r = result[name]
         top = [(t["label"], t["probability"]) for t in r["top"]]
         out.append(topk_bars(top, name, "Top-5 classes"))
         out.append(f"Superclass: **{r['superclass'].replace('_', ' ')}** · forward pass {r['milliseconds']:.0f} ms")
+        out.append(gr.Radio(choices=[(c.replace("_", " "), c) for c, _ in top], value=top[0][0], visible=cam_on))
     return out
 
 
-def build(models) -> gr.Blocks:
+def heat_map(payload, cam_on: bool, class_name: str | None, name: str):
+    """Grad-CAM of one model for the chosen class, computed only when asked for."""
+    if not cam_on or payload is None or not class_name:
+        return gr.Image(value=None, visible=False)
+    image, _ = read_upload(payload)
+    return gr.Image(value=explain(MODELS[name], image, class_name), visible=True)
+
+
+def heat_maps(payload, cam_on, *classes):
+    return [heat_map(payload, cam_on, c, n) for n, c in zip(MODEL_NAMES, classes)]
+
+
+def build(models, reports: dict | None = None) -> gr.Blocks:
     MODELS.update(models)
+    reports = reports or {}
     examples = example_images()
     first = compare(models, open_image(examples[0])[0]) if examples else None
-    initial = render(first) if first else [""] + [None, ""] * len(MODEL_NAMES)
+    initial = render(first) if first else [""] + [None, "", gr.Radio(visible=False)] * len(MODEL_NAMES)
     histories = {n: m.meta["history"] for n, m in models.items()}
 
     with gr.Blocks(title="cifar-compare") as demo:
         gr.Markdown("# cifar-compare\nTwo CIFAR-100 classifiers, side by side: a 9-layer CNN trained from scratch "
                     "and EfficientNet-B0 fine-tuned from ImageNet. Give them any picture and compare what they see.")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=300):
-                image = gr.Image(value=examples[0] if examples else None, type="filepath", label="Image",
-                                 sources=["upload", "webcam", "clipboard"], height=300)
-                if examples:
-                    gr.Examples(examples=examples, inputs=image, label="Examples: CIFAR-100 test images and photos",
-                                examples_per_page=15)
-            with gr.Column(scale=5):
-                agree = gr.Markdown(initial[0], elem_id="agreement")
-                outputs = [agree]
+        with gr.Tabs() as tabs:
+            with gr.Tab("Compare", id="compare"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=2, min_width=300):
+                        image = gr.Image(value=examples[0] if examples else None, type="filepath", label="Image",
+                                         sources=["upload", "webcam", "clipboard"], height=300)
+                        cam_on = gr.Checkbox(False, label="Show where each model looks (Grad-CAM heat maps)")
+                        if examples:
+                            gr.Examples(examples=examples, inputs=image, examples_per_page=15,
+                                        label="Examples: CIFAR-100 test images and photos")
+                    with gr.Column(scale=5):
+                        agree = gr.Markdown(initial[0], elem_id="agreement")
+                        outputs, radios, cams = [agree], [], []
+                        with gr.Row(equal_height=True):
+                            for i, name in enumerate(MODEL_NAMES):
+                                with gr.Column(min_width=320):
+                                    gr.Markdown(f"### {TITLES[name]}")
+                                    bars = gr.Plot(value=initial[1 + 3 * i], show_label=False, elem_id=f"bars-{name}")
+                                    caption = gr.Markdown(initial[2 + 3 * i])
+                                    radio = gr.Radio(choices=initial[3 + 3 * i].choices, value=initial[3 + 3 * i].value,
+                                                     visible=False, label="Heat map for class")
+                                    cams.append(gr.Image(visible=False, show_label=False, height=280,
+                                                         elem_id=f"cam-{name}", interactive=False))
+                                    radios.append(radio)
+                                    outputs += [bars, caption, radio]
+                gr.Markdown("## How they were trained")
                 with gr.Row(equal_height=True):
-                    for i, name in enumerate(MODEL_NAMES):
+                    for name in MODEL_NAMES:
                         with gr.Column(min_width=320):
-                            gr.Markdown(f"### {TITLES[name]}")
-                            bars = gr.Plot(value=initial[1 + 2 * i], show_label=False, elem_id=f"bars-{name}")
-                            caption = gr.Markdown(initial[2 + 2 * i])
-                            outputs += [bars, caption]
-        gr.Markdown("## How they were trained")
-        with gr.Row(equal_height=True):
-            for name in MODEL_NAMES:
-                with gr.Column(min_width=320):
-                    gr.Markdown(f"### {TITLES[name]}\n" + model_card(models[name]))
-        with gr.Row(equal_height=True):
-            gr.Plot(training_curves(histories, "acc"), show_label=False, elem_id="curve-acc")
-            gr.Plot(training_curves(histories, "loss"), show_label=False, elem_id="curve-loss")
+                            gr.Markdown(f"### {TITLES[name]}\n" + model_card(models[name]))
+                with gr.Row(equal_height=True):
+                    gr.Plot(training_curves(histories, "acc"), show_label=False, elem_id="curve-acc")
+                    gr.Plot(training_curves(histories, "loss"), show_label=False, elem_id="curve-loss")
+            with gr.Tab("Analysis", id="analysis"):
+                gallery = analysis_view(reports)
 
-        # The UI runs whenever the image changes (upload, drop, paste, webcam, example click).
-        image.change(show, image, outputs, preprocess=False, api_visibility="private")
+        # Plain prediction on every image change (upload, drop, paste, webcam, example click); heat maps after it,
+        # only when asked for, so they never slow the prediction down.
+        image.change(show, [image, cam_on], outputs, preprocess=False, api_visibility="private", **ON_MODELS).then(
+            heat_maps, [image, cam_on, *radios], cams, preprocess=False, api_visibility="private", **ON_MODELS)
+        cam_on.change(lambda on: [gr.Radio(visible=on)] * len(radios), cam_on, radios, api_visibility="private").then(
+            heat_maps, [image, cam_on, *radios], cams, preprocess=False, api_visibility="private", **ON_MODELS)
+        for name, radio, cam in zip(MODEL_NAMES, radios, cams):
+            radio.input(lambda p, on, c, n=name: heat_map(p, on, c, n), [image, cam_on, radio], cam,
+                        preprocess=False, api_visibility="private", **ON_MODELS)
+        if gallery is not None:
+            def pick(evt: gr.SelectData):  # a disagreement clicked: run it through the main comparison
+                return gallery[1][evt.index][0], gr.Tabs(selected="compare")
+
+            gallery[0].select(pick, None, [image, tabs], api_visibility="private")
         # The programmatic endpoint: JSON only (gradio_client: client.predict(handle_file(p), api_name="/predict")).
         api_out = gr.JSON(visible=False)
-        gr.Button(visible=False).click(predict, image, api_out, preprocess=False, api_name="predict")
+        gr.Button(visible=False).click(predict, image, api_out, preprocess=False, api_name="predict", **ON_MODELS)
     # One request at a time: each forward pass already uses every core of a small CPU.
     demo.queue(default_concurrency_limit=1, max_size=64)
     return demo
+
+
+def analysis_view(reports: dict):
+    """Where each model fails, from the NAME.eval.json files. Returns (gallery, items) or None."""
+    if set(reports) != set(MODEL_NAMES):
+        gr.Markdown("No analysis files found in the checkpoint folder: run `python scripts/evaluate.py "
+                    "--checkpoint checkpoints/NAME` for both models.")
+        return None
+    gr.Markdown("Test-set figures of both models, computed by `scripts/evaluate.py` and loaded at start-up. "
+                "Probabilities in the dashboard are temperature-scaled (fitted on the validation split).")
+    gr.Plot(per_class_accuracy(reports), show_label=False, elem_id="per-class")
+    with gr.Row(equal_height=True):
+        for name in MODEL_NAMES:
+            gr.Plot(reliability_diagram(reports[name], name), show_label=False, elem_id=f"reliability-{name}")
+    with gr.Row(equal_height=True):
+        for name in MODEL_NAMES:
+            gr.Dataframe(confusions_table(reports[name]), headers=["true class", "predicted as", "test images"],
+                         label=f"Most frequent confusions: {name}", interactive=False)
+    items = disagreements(reports, HERE / "examples" / "disagreements")
+    if not items:
+        return None
+    gallery = gr.Gallery(items, label="Test images the two models disagree on (click one to compare)", columns=8,
+                         height=420, allow_preview=False, elem_id="disagreements")
+    return gallery, items
 
 
 if __name__ == "__main__":
@@ -135,4 +197,4 @@ if __name__ == "__main__":
         models = load_models(CHECKPOINT_DIR)
     except CheckpointError as e:
         sys.exit(f"cifar-compare cannot start: {e}")
-    build(models).launch(css=CSS, show_error=True)
+    build(models, load_reports(CHECKPOINT_DIR)).launch(css=CSS, show_error=True)

@@ -45,8 +45,8 @@ def atomic_write_bytes(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1) + "\n"))
+def atomic_write_json(path: Path, obj, indent: int | None = 1) -> None:
+    atomic_write_bytes(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=indent) + "\n"))
 
 
 def half_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -62,6 +62,13 @@ def save_checkpoint(path, state: dict[str, torch.Tensor], meta: dict) -> tuple[P
     meta = dict(meta, format=FORMAT, weights_file=weights.name, weights_sha256=sha256_file(weights))
     atomic_write_json(js, meta)
     return weights, js
+
+
+def update_meta(path, **fields) -> dict:
+    """Rewrite a checkpoint's JSON with new fields (the weights and their sha256 are untouched)."""
+    meta = dict(read_meta(path), **fields)
+    atomic_write_json(checkpoint_paths(path)[1], meta)
+    return meta
 
 
 def read_meta(path) -> dict:

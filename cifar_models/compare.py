@@ -2,8 +2,12 @@
 through both, describe each one."""
 from __future__ import annotations
 
+import json
+import re
 import time
 from pathlib import Path
+
+from PIL import Image
 
 from .checkpoint import CheckpointError
 from .inference import Classifier, load_classifier
@@ -59,6 +63,54 @@ def model_card(clf: Classifier) -> str:
         f"- Trained {len(m.get('history', []))} epochs in {m.get('train_seconds', 0) / 60:.1f} min on {m.get('device', '?')}"
         f" (recipe `{m.get('recipe', {}).get('recipe', '?')}`)",
     ]
+    cal = m.get("calibration")
+    if cal and cal.get("test"):
+        b, a = cal["test"]["before"], cal["test"]["after"]
+        lines.append(f"- Calibration: temperature {cal['temperature']:.2f} fitted on the validation split; test ECE "
+                     f"{b['ece']:.3f} → **{a['ece']:.3f}**, NLL {b['nll']:.3f} → **{a['nll']:.3f}**")
     if m.get("notes"):
         lines.append(f"- ⚠️ {m['notes']}")
     return "\n".join(lines)
+
+
+def load_reports(checkpoint_dir="checkpoints") -> dict[str, dict]:
+    """Each model's NAME.eval.json (scripts/evaluate.py), where present: read once at start-up."""
+    out = {}
+    for name in MODEL_NAMES:
+        path = Path(checkpoint_dir) / f"{name}.eval.json"
+        if path.is_file():
+            out[name] = json.loads(path.read_text())
+    return out
+
+
+def explain(clf: Classifier, image, class_name: str, min_side: int = 256) -> Image.Image:
+    """Grad-CAM of `class_name` overlaid on the image, at least min_side px so small images stay visible."""
+    from .explain import gradcam, overlay  # grad-cam (and OpenCV) only load when a heat map is asked for
+
+    out = overlay(image, gradcam(clf, image, clf.classes.index(class_name)))
+    if min(out.size) < min_side:
+        scale = min_side / min(out.size)
+        out = out.resize((round(out.width * scale), round(out.height * scale)), Image.Resampling.BICUBIC)
+    return out
+
+
+def confusions_table(report: dict, n: int = 10) -> list[list]:
+    return [[c["true"].replace("_", " "), c["predicted"].replace("_", " "), c["count"]]
+            for c in report["top_confusions"][:n]]
+
+
+def disagreements(reports: dict[str, dict], folder) -> list[tuple[str, str]]:
+    """(image path, caption) for the saved test images (examples/disagreements/test{index}.png) on which
+    the two models' top-1 differ, captioned with the truth and both predictions."""
+    if len(reports) < 2:
+        return []
+    classes = list(next(iter(reports.values()))["per_class_accuracy"])
+    out = []
+    for path in sorted(Path(folder).glob("test*.png"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0)):
+        i = int(re.sub(r"\D", "", path.stem))
+        im = {n: r["images"] for n, r in reports.items()}
+        label = classes[im[MODEL_NAMES[0]]["label"][i]]
+        parts = [f"true: {label}"] + [f"{n}: {classes[im[n]['top1'][i]]} ({im[n]['confidence'][i]:.0%})"
+                                      for n in MODEL_NAMES]
+        out.append((str(path), " · ".join(parts).replace("_", " ")))
+    return out

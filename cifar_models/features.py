@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -31,17 +32,25 @@ def extract_features(model, images: torch.Tensor, data_cfg: dict, batch_size: in
 
 
 def cached_features(model, images, data_cfg, batch_size, device, amp, cache_dir, key: dict, desc: str):
-    """extract_features, cached in cache_dir under a hash of everything that determines the result."""
+    """extract_features, cached in cache_dir under a hash of everything that determines the result.
+    Returns (features, seconds the extraction took when it was computed)."""
+    from safetensors import safe_open
+
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     path = Path(cache_dir) / f"{digest}.safetensors"
     if path.exists():
-        return load_file(path)["features"]
+        with safe_open(str(path), "pt") as f:
+            seconds = float(f.metadata().get("seconds", "nan"))
+        return load_file(path)["features"], seconds
+    t0 = time.perf_counter()
     feats = extract_features(model, images, data_cfg, batch_size, device, amp, desc)
+    seconds = time.perf_counter() - t0
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file({"features": feats.contiguous()}, tmp, metadata={"key": json.dumps(key, sort_keys=True)})
+    save_file({"features": feats.contiguous()}, tmp, metadata={"key": json.dumps(key, sort_keys=True),
+                                                               "seconds": str(seconds)})
     tmp.replace(path)
-    return feats
+    return feats, seconds
 
 
 def feature_cache_key(model_name: str, pretrained: dict | None, data_cfg: dict, data_md5: str, indices_digest: str,

@@ -58,6 +58,8 @@ class Classifier:
         self.superclass_of: list[int] = meta["superclass_of"]
         self.data_config: dict = meta["data_config"]
         self.num_params = count_params(model)
+        # Temperature scaling fitted on the validation split (scripts/evaluate.py); 1.0 = raw.
+        self.temperature = float((meta.get("calibration") or {}).get("temperature", 1.0))
 
     def superclass(self, class_name: str) -> str:
         return self.superclasses[self.superclass_of[self.classes.index(class_name)]]
@@ -75,12 +77,14 @@ class Classifier:
             out.append(self.model(x).float().cpu())
         return torch.cat(out) if out else torch.empty(0, len(self.classes))
 
-    def predict_proba(self, images) -> torch.Tensor:
-        return self.logits(self.preprocess(images)).softmax(1)
+    def predict_proba(self, images, calibrated: bool = True) -> torch.Tensor:
+        """Class probabilities; calibrated=False gives the raw softmax (no temperature)."""
+        t = self.temperature if calibrated else 1.0
+        return self.logits(self.preprocess(images)).div(t).softmax(1)
 
-    def predict(self, images, k: int = 5) -> list[list[tuple[str, float]]]:
+    def predict(self, images, k: int = 5, calibrated: bool = True) -> list[list[tuple[str, float]]]:
         """Per PIL image, the top-k (class_name, probability) pairs, most probable first."""
-        p, i = self.predict_proba(images).topk(k, dim=1)
+        p, i = self.predict_proba(images, calibrated).topk(k, dim=1)
         return [[(self.classes[c], float(q)) for q, c in zip(ps.tolist(), cs.tolist())] for ps, cs in zip(p, i)]
 
 

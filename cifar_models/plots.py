@@ -8,8 +8,8 @@ BAR_HEIGHT, CURVE_HEIGHT = 300, 360
 
 
 def _layout(fig: go.Figure, height: int, **kw) -> go.Figure:
-    fig.update_layout(height=height, margin=dict(l=10, r=20, t=40, b=40), template="plotly_white",
-                      font=dict(size=13), **kw)
+    kw.setdefault("margin", dict(l=10, r=20, t=40, b=40))
+    fig.update_layout(height=height, template="plotly_white", font=dict(size=13), **kw)
     return fig
 
 
@@ -38,3 +38,53 @@ def training_curves(histories: dict[str, list[dict]], metric: str) -> go.Figure:
     fig.update_yaxes(title=label, tickformat=".0%" if metric == "acc" else None)
     return _layout(fig, CURVE_HEIGHT, title=dict(text=f"{label.split()[0].capitalize()} per epoch", x=0.02),
                    legend=dict(orientation="h", y=-0.25), hovermode="x unified")
+
+
+def reliability_diagram(report: dict, model: str) -> go.Figure:
+    """Accuracy against confidence per bin, before and after temperature scaling; the diagonal is perfect."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
+                             line=dict(color="#999", dash="dot")))
+    cal = report.get("calibration") or {}
+    curves = [("raw", report["reliability"], "dash")]
+    if report.get("reliability_calibrated"):
+        curves.append((f"temperature {cal.get('temperature', 1):.2f}", report["reliability_calibrated"], "solid"))
+    for label, bins, dash in curves:
+        pts = [b for b in bins if b["count"]]
+        fig.add_trace(go.Scatter(x=[b["confidence"] for b in pts], y=[b["accuracy"] for b in pts],
+                                 mode="lines+markers", name=label, line=dict(color=COLORS.get(model), dash=dash),
+                                 customdata=[b["count"] for b in pts],
+                                 hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata} images"
+                                               "<extra></extra>"))
+    fig.update_xaxes(range=[0, 1], title="confidence (top-1 probability)")
+    fig.update_yaxes(range=[0, 1], title="accuracy")
+    return _layout(fig, CURVE_HEIGHT, title=dict(text=f"Reliability on the test set: {model}", x=0.02),
+                   legend=dict(orientation="h", y=-0.25))
+
+
+def per_class_accuracy(reports: dict[str, dict]) -> go.Figure:
+    """Test accuracy per class, both models, with buttons that re-sort the classes inside the chart."""
+    names = list(reports)
+    classes = list(next(iter(reports.values()))["per_class_accuracy"])
+    acc = {n: reports[n]["per_class_accuracy"] for n in names}
+    fig = go.Figure([go.Bar(x=[c.replace("_", " ") for c in classes], y=[acc[n][c] for c in classes], name=n,
+                            marker_color=COLORS.get(n), hovertemplate="%{x}: %{y:.0%}<extra>" + n + "</extra>")
+                     for n in names])
+
+    def order(key) -> list[str]:
+        return [c.replace("_", " ") for c in sorted(classes, key=key)]
+
+    sorts = [("A-Z", order(lambda c: c))]
+    sorts += [(f"by {n}", order(lambda c, n=n: -acc[n][c])) for n in names]
+    if len(names) == 2:
+        a, b = names
+        sorts.append((f"{b} minus {a}", order(lambda c: acc[a][c] - acc[b][c])))
+    fig.update_layout(barmode="group", updatemenus=[dict(
+        type="buttons", direction="right", x=0, y=1.18, xanchor="left", showactive=True,
+        buttons=[dict(label=label, method="relayout", args=[{"xaxis.categoryarray": arr, "xaxis.categoryorder": "array"}])
+                 for label, arr in sorts])])
+    fig.update_xaxes(categoryorder="array", categoryarray=sorts[1][1] if len(sorts) > 1 else sorts[0][1],
+                     tickangle=-60, tickfont=dict(size=10))
+    fig.update_yaxes(range=[0, 1], tickformat=".0%", title="test accuracy")
+    return _layout(fig, 480, title=dict(text="Per-class test accuracy (sort with the buttons)", x=0.02, y=0.97),
+                   legend=dict(orientation="h", y=1.1, x=1, xanchor="right"), margin=dict(l=10, r=20, t=90, b=120))

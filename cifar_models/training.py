@@ -116,6 +116,7 @@ def train(cfg: dict, data_dir=None, out_dir="checkpoints", run_dir="runs", name:
           restart: bool = False, run_test: bool = True, verify_md5: bool = True) -> dict:
     """Train per cfg (a resolved recipe), write the checkpoint, return its metadata."""
     name = name or cfg["model"]
+    commit = git_commit()  # the code this run starts with (HEAD may move while it trains)
     cfg = json.loads(json.dumps(cfg))  # plain JSON types, exactly as saved
     device = pick_device(cfg.get("device", "auto"))
     amp = use_amp(cfg["amp"], device)
@@ -150,16 +151,17 @@ def train(cfg: dict, data_dir=None, out_dir="checkpoints", run_dir="runs", name:
         head = nn.Sequential(nn.Dropout(cfg["arch"].get("drop_rate", 0.0)), model.get_classifier())
         for p in head.parameters():
             p.requires_grad_(True)
-        feats = {}
+        feats, feature_seconds = {}, 0.0
         for split_name, split, idx in (("train", train_set, train_idx), ("val", val_set, val_idx)):
             key = feature_cache_key(cfg["model"], pretrained, data_cfg, data.md5["train"], indices_digest(idx), amp)
-            feats[split_name] = cached_features(model, split.images, data_cfg, 64, device, amp,
-                                                Path(run_dir) / "feature-cache", key, f"{split_name} features")
-            feats[split_name] = feats[split_name].to(device)
+            f, seconds = cached_features(model, split.images, data_cfg, 64, device, amp,
+                                         Path(run_dir) / "feature-cache", key, f"{split_name} features")
+            feats[split_name], feature_seconds = f.to(device), feature_seconds + seconds
         trainable, forward = head, head
         train_inputs = lambda idx, g: feats["train"][idx]
         val_inputs = lambda sl: feats["val"][sl]
     else:
+        feature_seconds = None
         trainable, forward = model, model
         pad, flip = cfg["crop_padding"], cfg["flip"]
         train_inputs = lambda idx, g: to_model_input(augment(train_set.images[idx], g, pad, flip), data_cfg)
@@ -242,19 +244,20 @@ def train(cfg: dict, data_dir=None, out_dir="checkpoints", run_dir="runs", name:
                    val_images=len(val_set), train_indices_sha=indices_digest(train_idx),
                    val_indices_sha=indices_digest(val_idx)),
         metrics=dict(validation=metrics.summarize(val_logits, val_set.labels), test=None),
-        data_md5=data.md5, train_seconds=elapsed, device=_device_name(device), amp=amp,
-        git_commit=git_commit(), torch_version=torch.__version__,
+        data_md5=data.md5, train_seconds=elapsed, feature_extraction_seconds=feature_seconds,
+        device=_device_name(device), amp=amp, git_commit=commit, torch_version=torch.__version__,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     state = half_state_dict(model)  # shipped weights are fp16
     report = None
     if run_test:  # the shipped fp16 weights, in fp32 compute, on the test set: the figures people will see
         clf = classifier_from_state(meta, state, device)
-        report = evaluate_classifier(clf, data.test.take(test_idx), batch_size=250)
+        report = evaluate_classifier(clf, data.test.take(test_idx), batch_size=250, val_split=val_set)
         meta["metrics"]["test"] = report["summary"]
+        meta["calibration"] = report["calibration"]  # temperature fitted on validation only
     weights, js = save_checkpoint(Path(out_dir) / name, state, meta)
     if report is not None:
-        atomic_write_json(js.with_name(f"{name}.eval.json"), report)
+        atomic_write_json(js.with_name(f"{name}.eval.json"), report, indent=None)
     print(f"wrote {weights} and {js}; validation {meta['metrics']['validation']}, test {meta['metrics']['test']}")
     return meta
 

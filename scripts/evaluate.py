@@ -2,7 +2,9 @@
     python scripts/evaluate.py --checkpoint checkpoints/cnn9 [--data-dir DIR] [--limit N]
 
 Prints top-1/top-5, NLL, ECE and the worst classes; writes the full report (per-class accuracy,
-confusion matrix, reliability bins...) as JSON next to the checkpoint (NAME.eval.json) or to --out."""
+confusion matrix, reliability bins, every image's top-1...) as JSON next to the checkpoint
+(NAME.eval.json, which the app loads) or to --out. It also fits a temperature on the validation
+split and, for a full (not --limit) run, stores it and the test metrics in the checkpoint JSON."""
 import argparse
 import json
 import sys
@@ -14,9 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from cifar_models import load_classifier, load_cifar100  # noqa: E402
-from cifar_models.checkpoint import atomic_write_json, checkpoint_paths  # noqa: E402
+from cifar_models.checkpoint import atomic_write_json, checkpoint_paths, update_meta  # noqa: E402
 from cifar_models.data import stratified_subset  # noqa: E402
-from cifar_models.evaluation import evaluate_classifier  # noqa: E402
+from cifar_models.evaluation import evaluate_classifier, validation_split  # noqa: E402
 
 
 def main(argv=None):
@@ -36,7 +38,8 @@ def main(argv=None):
     if a.limit:
         test = test.take(stratified_subset(test.labels.numpy(), a.limit))
     t0 = time.perf_counter()
-    report = evaluate_classifier(clf, test, batch_size=a.batch_size)
+    val = validation_split(data, clf.meta)  # the temperature is fitted here, never on the test set
+    report = evaluate_classifier(clf, test, batch_size=a.batch_size, val_split=val)
     report.update(checkpoint=str(a.checkpoint), test_images=len(test), seconds=time.perf_counter() - t0,
                   device=str(a.device))
     s = report["summary"]
@@ -47,9 +50,18 @@ def main(argv=None):
     print("weakest classes: " + ", ".join(f"{c} {v:.0%}" for c, v in worst))
     print("top confusions: " + ", ".join(f"{c['true']}->{c['predicted']} ({c['count']})"
                                          for c in report["top_confusions"][:5]))
-    out = Path(a.out) if a.out else checkpoint_paths(a.checkpoint)[1].with_suffix(".eval.json")
-    atomic_write_json(out, report)
+    cal = report["calibration"]
+    print(f"temperature {cal['temperature']:.3f} (fitted on {len(val)} validation images): test NLL "
+          f"{cal['test']['before']['nll']:.3f} -> {cal['test']['after']['nll']:.3f}, ECE "
+          f"{cal['test']['before']['ece']:.3f} -> {cal['test']['after']['ece']:.3f}")
+    js = checkpoint_paths(a.checkpoint)[1]
+    default_out = js.with_suffix(".eval.json") if not a.limit else js.with_suffix(f".eval-limit{a.limit}.json")
+    out = Path(a.out) if a.out else default_out
+    atomic_write_json(out, report, indent=None)
     print(f"wrote {out}")
+    if not a.limit:  # a full evaluation also updates the checkpoint's test metrics and temperature
+        update_meta(a.checkpoint, metrics=dict(clf.meta["metrics"], test=report["summary"]), calibration=cal)
+        print(f"updated {js} (metrics.test, calibration)")
     return report
 
 

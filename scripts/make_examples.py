@@ -1,6 +1,11 @@
-"""Save a dozen CIFAR-100 test images as 32x32 PNGs in examples/cifar/ (the app's example gallery):
-the first test image of each class listed below.   python scripts/make_examples.py [--data-dir DIR]"""
+"""Save CIFAR-100 test images as 32x32 PNGs for the app:
+- examples/cifar/: the first test image of each class listed below (the example gallery);
+- examples/disagreements/ (--disagreements N): N test images on which the shipped models' top-1
+  differ, read from checkpoints/*.eval.json (run scripts/evaluate.py first).
+
+    python scripts/make_examples.py [--data-dir DIR] [--disagreements 24]"""
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -10,6 +15,8 @@ from PIL import Image  # noqa: E402
 
 from cifar_models import load_cifar100  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
+
 CLASSES = ["apple", "bicycle", "butterfly", "castle", "cattle", "dolphin", "elephant", "mushroom", "orange",
            "pickup_truck", "sunflower", "tiger"]
 
@@ -17,7 +24,8 @@ CLASSES = ["apple", "bicycle", "butterfly", "castle", "cattle", "dolphin", "elep
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data-dir")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "examples" / "cifar"))
+    p.add_argument("--out", default=str(ROOT / "examples" / "cifar"))
+    p.add_argument("--disagreements", type=int, default=0, help="also save N test images the models disagree on")
     a = p.parse_args(argv)
     data = load_cifar100(a.data_dir)
     out = Path(a.out)
@@ -27,6 +35,29 @@ def main(argv=None):
         i = labels.index(data.class_names.index(name))
         Image.fromarray(data.test.images[i].permute(1, 2, 0).numpy()).save(out / f"{name}_test{i}.png")
     print(f"wrote {len(CLASSES)} images to {out}")
+    if a.disagreements:
+        save_disagreements(data, a.disagreements, ROOT / "examples" / "disagreements")
+
+
+def save_disagreements(data, n: int, out: Path) -> None:
+    """A third each where only cnn9 is right, only EfficientNet-B0 is right, and neither is; first in test order."""
+    ims = [json.loads((ROOT / "checkpoints" / f"{m}.eval.json").read_text())["images"]
+           for m in ("cnn9", "efficientnet_b0")]
+    label = ims[0]["label"]
+    a, b = ims[0]["top1"], ims[1]["top1"]
+    groups = {"cnn9 right": [], "efficientnet right": [], "both wrong": []}
+    for i in range(len(label)):
+        if a[i] != b[i]:
+            key = "cnn9 right" if a[i] == label[i] else "efficientnet right" if b[i] == label[i] else "both wrong"
+            groups[key].append(i)
+    chosen = sorted(i for g in groups.values() for i in g[: n // 3])
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("test*.png"):
+        old.unlink()
+    for i in chosen:
+        Image.fromarray(data.test.images[i].permute(1, 2, 0).numpy()).save(out / f"test{i}.png")
+    print(f"wrote {len(chosen)} images to {out} (disagreements: " +
+          ", ".join(f"{k} {len(v)}" for k, v in groups.items()) + ")")
 
 
 if __name__ == "__main__":

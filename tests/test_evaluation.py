@@ -1,0 +1,56 @@
+import json
+import subprocess
+import sys
+
+import torch
+
+from cifar_models import load_classifier, load_cifar100
+from cifar_models.checkpoint import atomic_write_json
+from cifar_models.evaluation import evaluate_classifier, validation_split
+from conftest import ROOT
+
+
+def test_analysis_file_round_trips_and_matches_a_direct_count(trained_cnn, cifar_fixture, tmp_path):
+    clf = load_classifier(trained_cnn[0])
+    data = load_cifar100(cifar_fixture, verify=False)
+    report = evaluate_classifier(clf, data.test, val_split=validation_split(data, clf.meta))
+    atomic_write_json(tmp_path / "a.json", report, indent=None)
+    back = json.loads((tmp_path / "a.json").read_text())
+    assert back == json.loads(json.dumps(report))
+    # per-class accuracy equals a count over the per-image predictions, and over a fresh forward pass
+    preds = clf.logits(data.test.images).argmax(1)
+    assert back["images"]["top1"] == preds.tolist() and back["images"]["label"] == data.test.labels.tolist()
+    for c, name in enumerate(clf.classes):
+        mask = data.test.labels == c
+        assert back["per_class_accuracy"][name] == float((preds[mask] == c).float().mean())
+    assert back["summary"]["top1"] == float((preds == data.test.labels).float().mean())
+    assert sum(map(sum, back["confusion_matrix"])) == len(data.test)
+    assert back["calibration"]["fitted_on"] == "validation" and back["calibration"]["temperature"] > 0
+
+
+def test_temperature_is_applied_by_load_classifier_and_can_be_bypassed(trained_cnn):
+    from PIL import Image
+
+    clf = load_classifier(trained_cnn[0])
+    t = clf.meta["calibration"]["temperature"]  # written by training's final evaluation
+    assert t == clf.temperature and t != 1.0
+    images = [Image.effect_noise((40, 40), 60).convert("RGB")]
+    logits = clf.logits(clf.preprocess(images))
+    assert torch.allclose(clf.predict_proba(images, calibrated=False), logits.softmax(1))
+    assert torch.allclose(clf.predict_proba(images), (logits / t).softmax(1))
+    assert clf.predict(images, k=1)[0][0][0] == clf.predict(images, k=1, calibrated=False)[0][0][0]
+
+
+def test_evaluate_script_writes_report_and_updates_checkpoint(trained_cnn, cifar_fixture, tmp_path):
+    import shutil
+
+    for f in trained_cnn[0].parent.glob("cnn9.*"):
+        shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "cnn9.eval.json").unlink()
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--checkpoint", str(tmp_path / "cnn9"),
+                          "--data-dir", str(cifar_fixture), "--no-verify"], capture_output=True, text=True, check=True)
+    assert "top-1" in out.stdout and "temperature" in out.stdout
+    report = json.loads((tmp_path / "cnn9.eval.json").read_text())
+    meta = json.loads((tmp_path / "cnn9.json").read_text())
+    assert meta["metrics"]["test"] == report["summary"] and meta["calibration"] == report["calibration"]
+    assert load_classifier(tmp_path / "cnn9").temperature == report["calibration"]["temperature"]
