@@ -108,7 +108,7 @@ def build(models, reports: dict | None = None) -> gr.Blocks:
 
     with gr.Blocks(title="cifar-compare") as demo:
         gr.Markdown("# cifar-compare\nTwo CIFAR-100 classifiers, side by side: a 9-layer CNN trained from scratch "
-                    "and EfficientNet-B0 fine-tuned from ImageNet. Give them any picture and compare what they see.")
+                    "and EfficientNet-B0 started from ImageNet weights. Give them any picture and compare what they see.")
         with gr.Tabs() as tabs:
             with gr.Tab("Compare", id="compare"):
                 with gr.Row(equal_height=False):

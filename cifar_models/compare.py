@@ -56,12 +56,14 @@ def model_card(clf: Classifier) -> str:
     start = ("ImageNet-1k pretrained (" + (pre.get("id") or pre.get("file", "")) + ")") if pre else "from scratch"
     size = m["data_config"]["input_size"]
     lines = [
-        f"**{m.get('description', m['model'])}**",
+        f"**{m.get('recipe', {}).get('description') or m.get('description', m['model'])}**",
         f"- Parameters: {clf.num_params / 1e6:.2f} M; input {size}x{size}; starts {start}",
         f"- Test top-1 **{test['top1']:.2%}**, top-5 {test['top5']:.2%} ({test['n']:,} images)" if test else
         "- Test metrics: not evaluated",
         f"- Trained {len(m.get('history', []))} epochs in {m.get('train_seconds', 0) / 60:.1f} min on {m.get('device', '?')}"
-        f" (recipe `{m.get('recipe', {}).get('recipe', '?')}`)",
+        f" (recipe `{m.get('recipe', {}).get('recipe', '?')}`)" + (
+            f", plus {m['feature_extraction_seconds'] / 60:.0f} min to extract the frozen network's features once"
+            if m.get("feature_extraction_seconds") else ""),
     ]
     cal = m.get("calibration")
     if cal and cal.get("test"):

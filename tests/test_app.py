@@ -181,4 +181,24 @@ def test_browser_shows_both_bar_charts_and_both_curves(app_url, tmp_path):
             assert box and box["height"] > 100, plot_id
         page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
         assert (tmp_path / "app.png").stat().st_size > 10_000
+
+        # Grad-CAM on request: both heat maps appear once the box is ticked.
+        page.get_by_label("Show where each model looks").check()
+        for name in ("cnn9", "efficientnet_b0"):
+            page.locator(f"#cam-{name} img").first.wait_for(state="visible", timeout=60_000)
+            assert page.locator(f"#cam-{name} img").first.bounding_box()["height"] > 100
+        page.screenshot(path=str(tmp_path / "gradcam.png"), full_page=True)
+
+        # The analysis view: per-class chart and both reliability diagrams rendered.
+        page.get_by_role("tab", name="Analysis").click()
+        for plot_id in ("per-class", "reliability-cnn9", "reliability-efficientnet_b0"):
+            plot = page.locator(f"#{plot_id} .js-plotly-plot").first
+            plot.wait_for(state="visible", timeout=30_000)
+            assert plot.bounding_box()["height"] > 100, plot_id
+        page.screenshot(path=str(tmp_path / "analysis.png"), full_page=True)
+        # Clicking a disagreement runs it through the main comparison.
+        before = page.evaluate(shown)
+        page.locator("#disagreements .thumbnail-item").first.click()
+        page.wait_for_function(f"({shown})() !== {before!r}", timeout=60_000)
+        assert page.get_by_role("tab", name="Compare").get_attribute("aria-selected") == "true"
         browser.close()
