@@ -186,7 +186,7 @@ def analysis_view(reports: dict):
     items = disagreements(reports, HERE / "examples" / "disagreements")
     if not items:
         return None
-    gallery = gr.Gallery(items, label="Test images the two models disagree on (click one to compare)", columns=8,
+    gallery = gr.Gallery(items, label="Test images the two models disagree on, with raw (uncalibrated) confidences: click one to compare", columns=8,
                          height=420, allow_preview=False, elem_id="disagreements")
     return gallery, items
 

@@ -6,6 +6,7 @@ evaluation and the app's inference all go through it, so they cannot drift apart
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -189,6 +190,11 @@ def to_model_input(images: torch.Tensor, data_cfg: dict) -> torch.Tensor:
         mode = data_cfg.get("interpolation", "bilinear")
         x = F.interpolate(x, size=(size, size), mode=mode, align_corners=False if mode != "nearest" else None)
         x = x.clamp_(0, 1)
-    mean = torch.tensor(data_cfg["mean"], device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(data_cfg["std"], device=x.device).view(1, -1, 1, 1)
+    mean, std = _mean_std(tuple(data_cfg["mean"]), tuple(data_cfg["std"]), x.device)
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+@functools.lru_cache(maxsize=16)
+def _mean_std(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalisation constants, made once per device (not a host-to-device copy every training step)."""
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))

@@ -85,3 +85,32 @@ def test_real_cifar100():
     assert (torch.bincount(d.train.labels, minlength=100) == 500).all()
     assert (torch.bincount(d.test.labels, minlength=100) == 100).all()
     assert d.class_names[:3] == ["apple", "aquarium_fish", "baby"] and len(set(d.superclass_of)) == 20
+
+
+def test_missing_data_is_downloaded_the_normal_way(tmp_path, monkeypatch, cifar_fixture):
+    """Offline here, so torchvision's CIFAR100(download=True) is replaced by a stand-in that writes the files."""
+    import shutil
+
+    import torchvision.datasets
+
+    calls = []
+
+    class FakeCIFAR100:
+        def __init__(self, root, train, download):
+            calls.append((root, download))
+            shutil.copytree(cifar_fixture, f"{root}/cifar-100-python")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", FakeCIFAR100)
+    d = load_cifar100(tmp_path / "data" / "cifar-100-python", verify=False)
+    assert calls == [(str(tmp_path / "data"), True)] and len(d.train) == 1200
+
+
+def test_failed_download_says_what_to_do(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def offline(**kw):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", offline)
+    with pytest.raises(DataError, match="downloading it failed.*--data-dir"):
+        load_cifar100(tmp_path / "cifar-100-python")
