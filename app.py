@@ -7,7 +7,6 @@ UI wiring only: the models, the comparison and the figures live in cifar_models/
 from __future__ import annotations
 
 import base64
-import io
 import os
 import sys
 from pathlib import Path
@@ -45,15 +44,9 @@ def read_upload(payload):
         raise gr.Error("Please upload, drop, paste or snap an image first.")
     if isinstance(payload, dict):
         path, url = payload.get("path"), payload.get("url") or ""
-        if not path and url.startswith("data:"):
-            payload = io.BytesIO(base64.b64decode(url.split(",", 1)[1]))
-        else:
-            payload = path
-    if isinstance(payload, io.BytesIO):
-        import tempfile
-        with tempfile.NamedTemporaryFile(suffix=".img", delete=False) as f:
-            f.write(payload.getvalue())
-        payload = f.name
+        payload = base64.b64decode(url.split(",", 1)[1]) if not path and url.startswith("data:") else path
+    if not payload:
+        raise gr.Error("No image was received; please try again.")
     try:
         return open_image(payload)
     except ImageInputError as e:
@@ -86,16 +79,13 @@ def render(result: dict, cam_on: bool = False) -> list:
     return out
 
 
-def heat_map(payload, cam_on: bool, class_name: str | None, name: str):
-    """Grad-CAM of one model for the chosen class, computed only when asked for."""
-    if not cam_on or payload is None or not class_name:
-        return gr.Image(value=None, visible=False)
+def heat_maps(payload, cam_on: bool, *classes, names=MODEL_NAMES):
+    """Grad-CAM per model for its chosen class, computed only when asked for (the image decoded once)."""
+    if not cam_on or payload is None:
+        return [gr.Image(value=None, visible=False) for _ in names]
     image, _ = read_upload(payload)
-    return gr.Image(value=explain(MODELS[name], image, class_name), visible=True)
-
-
-def heat_maps(payload, cam_on, *classes):
-    return [heat_map(payload, cam_on, c, n) for n, c in zip(MODEL_NAMES, classes)]
+    return [gr.Image(value=explain(MODELS[n], image, c), visible=True) if c else gr.Image(value=None, visible=False)
+            for n, c in zip(names, classes)]
 
 
 def build(models, reports: dict | None = None) -> gr.Blocks:
@@ -152,7 +142,7 @@ def build(models, reports: dict | None = None) -> gr.Blocks:
         cam_on.change(lambda on: [gr.Radio(visible=on)] * len(radios), cam_on, radios, api_visibility="private").then(
             heat_maps, [image, cam_on, *radios], cams, preprocess=False, api_visibility="private", **ON_MODELS)
         for name, radio, cam in zip(MODEL_NAMES, radios, cams):
-            radio.input(lambda p, on, c, n=name: heat_map(p, on, c, n), [image, cam_on, radio], cam,
+            radio.input(lambda p, on, c, n=name: heat_maps(p, on, c, names=(n,))[0], [image, cam_on, radio], cam,
                         preprocess=False, api_visibility="private", **ON_MODELS)
         if gallery is not None:
             def pick(evt: gr.SelectData):  # a disagreement clicked: run it through the main comparison

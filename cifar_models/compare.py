@@ -28,11 +28,15 @@ def load_models(checkpoint_dir="checkpoints", device="cpu") -> dict[str, Classif
 
 
 def compare(models: dict[str, Classifier], image, k: int = 5) -> dict:
-    """Run one PIL image through every model: top-k, superclass and milliseconds per model."""
-    result = {}
+    """Run one PIL image through every model: top-k, superclass and forward-pass milliseconds per model.
+    The photo is converted once per source size (both shipped models use the same 32 px), not once per model."""
+    result, converted = {}, {}
     for name, clf in models.items():
+        size = clf.data_config.get("source_size", 32)
+        if size not in converted:
+            converted[size] = clf.preprocess([image])
         t0 = time.perf_counter()
-        (top,) = clf.predict([image], k=k)
+        (top,) = clf.top_k(converted[size], k=k)
         ms = (time.perf_counter() - t0) * 1000
         result[name] = dict(top=[dict(label=c, probability=p) for c, p in top],
                             superclass=clf.superclass(top[0][0]), milliseconds=round(ms, 1))
@@ -107,10 +111,10 @@ def disagreements(reports: dict[str, dict], folder) -> list[tuple[str, str]]:
     if len(reports) < 2:
         return []
     classes = list(next(iter(reports.values()))["per_class_accuracy"])
+    im = {n: r["images"] for n, r in reports.items()}
     out = []
     for path in sorted(Path(folder).glob("test*.png"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0)):
         i = int(re.sub(r"\D", "", path.stem))
-        im = {n: r["images"] for n, r in reports.items()}
         label = classes[im[MODEL_NAMES[0]]["label"][i]]
         parts = [f"true: {label}"] + [f"{n}: {classes[im[n]['top1'][i]]} ({im[n]['confidence'][i]:.0%})"
                                       for n in MODEL_NAMES]

@@ -77,15 +77,22 @@ class Classifier:
             out.append(self.model(x).float().cpu())
         return torch.cat(out) if out else torch.empty(0, len(self.classes))
 
+    def proba(self, images_uint8: torch.Tensor, calibrated: bool = True) -> torch.Tensor:
+        """Class probabilities of preprocessed images; calibrated=False gives the raw softmax."""
+        return self.logits(images_uint8).div(self.temperature if calibrated else 1.0).softmax(1)
+
+    def top_k(self, images_uint8: torch.Tensor, k: int = 5, calibrated: bool = True) -> list[list[tuple[str, float]]]:
+        """Per preprocessed image, the top-k (class_name, probability) pairs, most probable first."""
+        p, i = self.proba(images_uint8, calibrated).topk(k, dim=1)
+        return [[(self.classes[c], float(q)) for q, c in zip(ps.tolist(), cs.tolist())] for ps, cs in zip(p, i)]
+
     def predict_proba(self, images, calibrated: bool = True) -> torch.Tensor:
-        """Class probabilities; calibrated=False gives the raw softmax (no temperature)."""
-        t = self.temperature if calibrated else 1.0
-        return self.logits(self.preprocess(images)).div(t).softmax(1)
+        """Class probabilities of PIL images; calibrated=False gives the raw softmax (no temperature)."""
+        return self.proba(self.preprocess(images), calibrated)
 
     def predict(self, images, k: int = 5, calibrated: bool = True) -> list[list[tuple[str, float]]]:
         """Per PIL image, the top-k (class_name, probability) pairs, most probable first."""
-        p, i = self.predict_proba(images, calibrated).topk(k, dim=1)
-        return [[(self.classes[c], float(q)) for q, c in zip(ps.tolist(), cs.tolist())] for ps, cs in zip(p, i)]
+        return self.top_k(self.preprocess(images), k, calibrated)
 
 
 def classifier_from_state(meta: dict, state: dict, device="cpu") -> Classifier:

@@ -185,6 +185,7 @@ def train(cfg: dict, data_dir=None, out_dir="checkpoints", run_dir="runs", name:
         start_epoch, history, elapsed = load_state(state_path, model, opt)
         print(f"resuming {name} after epoch {start_epoch}/{cfg['epochs']} ({elapsed:.0f}s done)")
 
+    val_logits = None
     for epoch in range(start_epoch, cfg["epochs"]):
         t0 = time.perf_counter()
         trainable.train()
@@ -232,8 +233,9 @@ def train(cfg: dict, data_dir=None, out_dir="checkpoints", run_dir="runs", name:
         save_state(state_path, model, opt, epoch + 1, history, cfg, elapsed)
         atomic_write_json(state_path.with_name("history.json"), dict(config=cfg, history=history))
 
-    # Final validation metrics (cheap: no test data involved) and the checkpoint.
-    val_logits = _val_logits(forward, trainable, val_inputs, len(val_set), bs, device, amp)
+    # Final validation metrics (the last epoch's, unless the run was already complete) and the checkpoint.
+    if val_logits is None:
+        val_logits = _val_logits(forward, trainable, val_inputs, len(val_set), bs, device, amp)
     meta = dict(
         model=cfg["model"], name=name, description=spec.description, notes=cfg.get("notes"), arch=cfg["arch"],
         backbone="timm tf_efficientnet_b0" if cfg["model"] == "efficientnet_b0" else "cnn9 (this project)",

@@ -12,6 +12,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cifar_models.recipes import RECIPES, get_recipe  # noqa: E402
 from cifar_models.training import train  # noqa: E402
 
+# Recipe values a flag can override (--batch-size sets batch_size ...), with their types.
+RECIPE_FLAGS = dict(epochs=int, batch_size=int, lr=float, weight_decay=float, momentum=float, label_smoothing=float,
+                    warmup_epochs=float, crop_padding=int, seed=int, val_per_class=int, subset=int, optimizer=str,
+                    schedule=str, freeze_backbone=bool, flip=bool, compile=bool)
+
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,20 +35,15 @@ def main(argv=None):
     p.add_argument("--widths", type=lambda s: [int(w) for w in s.split(",")], help="cnn9 widths, e.g. 64,128,256,512")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     p.add_argument("--amp", choices=["auto", "on", "off"], help="bf16 autocast")
-    p.add_argument("--freeze-backbone", action=argparse.BooleanOptionalAction)
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction)
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction)
-    for flag, typ in [("epochs", int), ("batch-size", int), ("lr", float), ("weight-decay", float),
-                      ("momentum", float), ("label-smoothing", float), ("warmup-epochs", float),
-                      ("crop-padding", int), ("seed", int), ("val-per-class", int), ("subset", int),
-                      ("optimizer", str), ("schedule", str), ("drop-rate", float), ("drop-path-rate", float)]:
-        p.add_argument(f"--{flag}", type=typ)
+    for key, typ in RECIPE_FLAGS.items():
+        kw = dict(action=argparse.BooleanOptionalAction) if typ is bool else dict(type=typ)
+        p.add_argument("--" + key.replace("_", "-"), **kw)
+    for key in ("drop_rate", "drop_path_rate"):
+        p.add_argument("--" + key.replace("_", "-"), type=float)
     a = p.parse_args(argv)
 
     cfg = get_recipe(a.model, a.recipe)
-    for key in ["epochs", "batch_size", "lr", "weight_decay", "momentum", "label_smoothing", "warmup_epochs",
-                "crop_padding", "seed", "val_per_class", "subset", "optimizer", "schedule", "freeze_backbone",
-                "flip", "compile"]:
+    for key in RECIPE_FLAGS:
         if getattr(a, key) is not None:
             cfg[key] = getattr(a, key)
     for key in ["widths", "drop_rate", "drop_path_rate"]:
