@@ -99,8 +99,16 @@ class CNN9(nn.Module):
         self.head = nn.Linear(w3, num_classes)
         self.head_scale = head_scale  # small logits at init: a known stabiliser for this net
 
+    def forward_features(self, x):
+        """The last spatial feature map (N, C, 4, 4) at 32 px input (timm's naming)."""
+        return self.features(x)
+
+    def forward_head(self, x, pre_logits: bool = False):
+        x = self.pool(x).flatten(1)
+        return x if pre_logits else self.head(x) * self.head_scale
+
     def forward(self, x):
-        return self.head(self.pool(self.features(x)).flatten(1)) * self.head_scale
+        return self.forward_head(self.forward_features(x))
 
 
 @register("cnn9", dict(input_size=32, interpolation="bilinear", mean=CIFAR100_MEAN, std=CIFAR100_STD),
