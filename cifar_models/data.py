@@ -162,22 +162,34 @@ def indices_digest(idx) -> str:
 
 
 # ----------------------------------------------------------------------------- batch transforms
-def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
+def draw_augment(n: int, generator: torch.Generator, pad: int = 4, flip: bool = True) -> dict:
+    """The random choices of a crop-and-flip augmentation for n images, drawn on the CPU from `generator`:
+    dy, dx (crop offsets in 0..2*pad) and flip (bool). Drawn once per epoch for the whole set, so every
+    image gets the same choice whatever the batch size, process count or device."""
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator) if pad else torch.zeros(n, dtype=torch.long)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator) if pad else torch.zeros(n, dtype=torch.long)
+    fl = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
+    return dict(dy=dy, dx=dx, flip=fl)
+
+
+def apply_augment(images: torch.Tensor, params: dict, pad: int = 4) -> torch.Tensor:
     """Random crop with zero padding and horizontal flip of a whole uint8 batch, on its device."""
-    n, _, h, w = images.shape
+    n, c, h, w = images.shape
     dev = images.device
     if pad:
         padded = F.pad(images, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device="cpu").to(dev)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device="cpu").to(dev)
+        dy, dx = params["dy"].to(dev), params["dx"].to(dev)
         rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
         cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]
         images = padded[torch.arange(n, device=dev)[:, None, None, None],
-                        torch.arange(images.shape[1], device=dev)[None, :, None, None], rows, cols]
-    if flip:
-        mask = (torch.rand(n, generator=generator, device="cpu") < 0.5).to(dev)
-        images = torch.where(mask[:, None, None, None], images.flip(3), images)
-    return images
+                        torch.arange(c, device=dev)[None, :, None, None], rows, cols]
+    mask = params["flip"].to(dev)
+    return torch.where(mask[:, None, None, None], images.flip(3), images)
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
+    """draw_augment + apply_augment for one batch."""
+    return apply_augment(images, draw_augment(len(images), generator, pad, flip), pad)
 
 
 def to_model_input(images: torch.Tensor, data_cfg: dict) -> torch.Tensor:

@@ -1,7 +1,14 @@
-"""Frozen-backbone training: compute a backbone's pooled features once and cache them.
+"""Frozen stages, computed once: the cache behind recipes with `freeze = k`.
 
-Used by recipes with `freeze_backbone` (the CPU recipe for EfficientNet-B0): the network stays
-whole, only its classifier is trained, on features of un-augmented images.
+The first k stages of the network (see `models.model_stages`) are run once, in eval mode, on every
+image and on a few augmented views of each training image; their output is stored in fp16 and the
+remaining stages train on it. View 0 is the image itself, view 1 its mirror, views 2.. random crops
+(zero padding) with a random flip, each drawn from a generator seeded by (seed, view, part).
+
+The cache is written in parts of `PART` images (safetensors, atomically): an extraction killed at
+any moment resumes at the first missing part, and each part records the seconds it took, so the
+total extraction time survives interruptions. With several processes, part p is computed by rank
+p % world; every rank then reads them all.
 """
 from __future__ import annotations
 
@@ -11,49 +18,84 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from .data import to_model_input
+from .data import apply_augment, draw_augment, to_model_input
+
+PART = 2048
+
+
+def view_images(images: torch.Tensor, view: int, seed: int, part: int, pad: int) -> torch.Tensor:
+    """The uint8 images of one cached view (see the module docstring)."""
+    n = len(images)
+    if view == 0:
+        return images
+    if view == 1:
+        return images.flip(3)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + view * 10_007 + part)
+    return apply_augment(images, draw_augment(n, g, pad, True), pad)
 
 
 @torch.inference_mode()
-def extract_features(model, images: torch.Tensor, data_cfg: dict, batch_size: int, device, amp: bool,
-                     desc: str = "features") -> torch.Tensor:
-    """Pooled pre-logit features (N, D) float32 of uint8 images, through the frozen backbone."""
-    model.eval()
-    out = []
-    for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", dynamic_ncols=True):
-        x = to_model_input(images[i:i + batch_size].to(device, non_blocking=True), data_cfg)
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
-            f = model.forward_head(model.forward_features(x), pre_logits=True)
-        out.append(f.float().cpu())
-    return torch.cat(out)
+def run_stages(stages, x: torch.Tensor) -> torch.Tensor:
+    for s in stages:
+        x = s(x)
+    return x
 
 
-def cached_features(model, images, data_cfg, batch_size, device, amp, cache_dir, key: dict, desc: str):
-    """extract_features, cached in cache_dir under a hash of everything that determines the result.
-    Returns (features, seconds the extraction took when it was computed)."""
-    from safetensors import safe_open
+def cache_key(**fields) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    path = Path(cache_dir) / f"{digest}.safetensors"
-    if path.exists():
+
+def cached_stage_outputs(stages, images: torch.Tensor, views: int, data_cfg: dict, *, device, amp: bool,
+                         cache_dir, key: dict, seed: int, pad: int, batch_size: int = 64, rank: int = 0,
+                         world: int = 1, barrier=lambda: None, desc: str = "features"):
+    """fp16 (views, N, ...) outputs of the frozen `stages` for uint8 `images` (host), and the seconds
+    the extraction took in all (summed over parts, whoever computed them and when)."""
+    folder = Path(cache_dir) / cache_key(**key)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "key.json").write_text(json.dumps(key, indent=1, default=str) + "\n")
+    jobs = [(v, p) for v in range(views) for p in range((len(images) + PART - 1) // PART)]
+    todo = [(v, p) for i, (v, p) in enumerate(jobs) if i % world == rank and not _part(folder, v, p).exists()]
+    for m in stages:
+        m.eval()
+    dev_type = torch.device(device).type
+    if todo:
+        bar = tqdm(total=len(todo) * PART, desc=desc, unit="img", dynamic_ncols=True, disable=rank != 0)
+        for v, p in todo:
+            t0 = time.perf_counter()
+            chunk = view_images(images[p * PART:(p + 1) * PART], v, seed, p, pad)
+            out = []
+            for i in range(0, len(chunk), batch_size):
+                x = to_model_input(chunk[i:i + batch_size].to(device), data_cfg)
+                with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=amp):
+                    out.append(run_stages(stages, x).to("cpu", torch.float16))
+                bar.update(len(x))
+            out = torch.cat(out).contiguous()
+            seconds = time.perf_counter() - t0
+            tmp = _part(folder, v, p).with_suffix(".partial")
+            save_file({"out": out}, str(tmp), metadata={"seconds": str(seconds)})
+            tmp.replace(_part(folder, v, p))
+        bar.close()
+    barrier()
+    return _load(folder, jobs, views, len(images))
+
+
+def _part(folder: Path, view: int, part: int) -> Path:
+    return folder / f"view{view}-part{part:04d}.safetensors"
+
+
+def _load(folder: Path, jobs, views: int, n: int):
+    """Assemble the parts into one preallocated tensor (no second copy in memory)."""
+    out, seconds = None, 0.0
+    for v, p in jobs:
+        path = _part(folder, v, p)
         with safe_open(str(path), "pt") as f:
-            seconds = float(f.metadata().get("seconds", "nan"))
-        return load_file(path)["features"], seconds
-    t0 = time.perf_counter()
-    feats = extract_features(model, images, data_cfg, batch_size, device, amp, desc)
-    seconds = time.perf_counter() - t0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"features": feats.contiguous()}, tmp, metadata={"key": json.dumps(key, sort_keys=True),
-                                                               "seconds": str(seconds)})
-    tmp.replace(path)
-    return feats, seconds
-
-
-def feature_cache_key(model_name: str, pretrained: dict | None, data_cfg: dict, data_md5: str, indices_digest: str,
-                      amp: bool) -> dict:
-    return dict(model=model_name, pretrained=pretrained, data_config=data_cfg, data_md5=data_md5,
-                indices=indices_digest, amp=amp)
+            seconds += float(f.metadata().get("seconds", "nan"))
+        t = load_file(str(path))["out"]
+        if out is None:
+            out = torch.empty((views, n, *t.shape[1:]), dtype=torch.float16)
+        out[v, p * PART:p * PART + len(t)] = t
+    return out, seconds

@@ -1,12 +1,23 @@
-"""Models built by name from one small registry (in the spirit of timm's `_registry.py`).
+"""The model registry (in the spirit of timm's `_registry.py`): one entry per model says everything
+about it, and nothing outside this file branches on a model's name.
 
-Each entry knows how to build its network and which input it expects (`data_config`): that dict
-is saved in every checkpoint and read back by inference.
+An entry holds
+- `build(num_classes, pretrained, **arch)` -> (network, record of the starting weights);
+- `data_config`: input size, interpolation, mean and std (saved in every checkpoint, read back by inference);
+- `title`, `color`, `description`: how the dashboard shows it;
+- `stages(model)`: the network as a list of modules applied in order (the last is the classifier), so a
+  recipe can freeze the first k stages and train the rest on their cached output;
+- Grad-CAM uses each network's `forward_features` (last spatial map) / `forward_head` split;
+- `recipes`: named recipes ("default" for a GPU, "cpu", ...), overrides of `recipes.COMMON`.
+
+    register(ModelEntry(...))        add a model (a test can register a toy one)
+    get_entry("cnn9")                the entry; "timm:resnet18" makes one for any timm architecture
+    build_model(name, arch, pretrained)
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -15,40 +26,56 @@ from torch import nn
 
 from .data import CIFAR100_MEAN, CIFAR100_STD
 
-TIMM_EFFICIENTNET_B0 = "tf_efficientnet_b0.in1k"  # ImageNet-1k weights; the bare name means Noisy Student
+TIMM_PREFIX = "timm:"
+PALETTE = ("#E4572E", "#2E86AB", "#76B041", "#9B5DE5", "#F4A259", "#17BEBB", "#D81159", "#5C6B73")
 
 
 @dataclass
-class ModelSpec:
-    build: Callable[..., nn.Module]
+class ModelEntry:
+    name: str
+    build: Callable[..., tuple[nn.Module, dict | None]]
     data_config: dict
+    title: str
     description: str
+    color: str = "#555555"
+    recipes: dict[str, dict] = field(default_factory=dict)
+    stages: Callable[[nn.Module], list[nn.Module]] | None = None  # None: default_stages
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+_REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register(name: str, data_config: dict, description: str):
-    def wrap(fn):
-        _REGISTRY[name] = ModelSpec(fn, data_config, description)
-        return fn
-    return wrap
+def register(entry: ModelEntry) -> ModelEntry:
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
 
 
 def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_spec(name: str) -> ModelSpec:
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; choose from {list_models()}")
-    return _REGISTRY[name]
+def get_entry(name: str) -> ModelEntry:
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name.startswith(TIMM_PREFIX):
+        return timm_entry(name[len(TIMM_PREFIX):])
+    raise KeyError(f"unknown model {name!r}; choose from {list_models()} or any timm architecture as "
+                   f"'{TIMM_PREFIX}NAME' (e.g. {TIMM_PREFIX}resnet18)")
 
 
 def build_model(name: str, arch: dict | None = None, pretrained: str | None = None, num_classes: int = 100):
     """Build `name` with its architecture options. pretrained: None (random init), 'hub' (timm download)
     or the path of a local weights file. Returns (model, record of the starting weights)."""
-    return get_spec(name).build(num_classes=num_classes, pretrained=pretrained, **(arch or {}))
+    return get_entry(name).build(num_classes=num_classes, pretrained=pretrained, **(arch or {}))
+
+
+def model_stages(name: str, model: nn.Module) -> list[nn.Module]:
+    entry = get_entry(name)
+    return (entry.stages or default_stages)(model)
 
 
 def count_params(model: nn.Module) -> int:
@@ -61,6 +88,62 @@ def sha256_file(path) -> str:
         while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()
+
+
+class Stage(nn.Module):
+    """A piece of a network: `fn(x)`, owning `parts` (so their parameters belong to the stage)."""
+
+    def __init__(self, fn: Callable, *parts: nn.Module):
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def default_stages(model: nn.Module) -> list[nn.Module]:
+    """Any timm-style network: everything up to the pooled features, then the classifier."""
+    body = Stage(lambda x: model.forward_head(model.forward_features(x), pre_logits=True), model)
+    return [body, model.get_classifier()]
+
+
+# ----------------------------------------------------------------------------- timm models
+def _timm_build(arch_name: str, num_classes: int, pretrained, **kwargs):
+    """timm.create_model with pretrained None / 'hub' / a local file (timm's own offline path)."""
+    import timm  # imported here so cnn9 alone never needs timm
+
+    kwargs = dict(num_classes=num_classes, **kwargs)
+    if pretrained is None:
+        return timm.create_model(arch_name, pretrained=False, **kwargs), None
+    if pretrained == "hub":
+        return timm.create_model(arch_name, pretrained=True, **kwargs), {"source": "hub", "id": f"timm/{arch_name}"}
+    path = Path(pretrained)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights file {path} not found")
+    model = timm.create_model(arch_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+    return model, {"source": "file", "file": path.name, "sha256": sha256_file(path)}
+
+
+def timm_entry(arch_name: str) -> ModelEntry:
+    """An entry for any timm architecture: its input config comes from timm's pretrained config."""
+    import timm
+    from timm.data import resolve_data_config
+
+    if not timm.is_model(arch_name):
+        raise KeyError(f"timm has no architecture {arch_name!r} (see timm.list_models())")
+    cfg = resolve_data_config({}, model=timm.create_model(arch_name, pretrained=False, num_classes=1))
+    data_config = dict(input_size=int(cfg["input_size"][-1]), interpolation=cfg["interpolation"],
+                       mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
+    name = TIMM_PREFIX + arch_name
+    color = PALETTE[int(hashlib.md5(name.encode()).hexdigest(), 16) % len(PALETTE)]
+    common = dict(pretrained="hub", optimizer="adamw", lr=1e-3, weight_decay=0.05, batch_size=128, epochs=10)
+    return ModelEntry(
+        name=name, build=lambda num_classes=100, pretrained=None, **kw: _timm_build(arch_name, num_classes,
+                                                                                    pretrained, **kw),
+        data_config=data_config, title=f"{arch_name} · timm", color=color,
+        description=f"timm {arch_name} fine-tuned on CIFAR-100",
+        recipes={"default": dict(common), "cpu": dict(common, freeze=1, cache_views=2, epochs=30, batch_size=256)})
 
 
 # ----------------------------------------------------------------------------- cnn9
@@ -111,31 +194,74 @@ class CNN9(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register("cnn9", dict(input_size=32, interpolation="bilinear", mean=CIFAR100_MEAN, std=CIFAR100_STD),
-          "9-layer ResNet-style CNN for 32x32 input, trained from scratch")
-def cnn9(num_classes=100, pretrained=None, widths=(64, 128, 256, 512)):
+def _cnn9_build(num_classes=100, pretrained=None, widths=(64, 128, 256, 512)):
     if pretrained:
         raise ValueError("cnn9 is trained from scratch; it has no pretrained weights")
     return CNN9(num_classes, tuple(widths)), None
 
 
-# ----------------------------------------------------------------------------- efficientnet_b0
-@register("efficientnet_b0", dict(input_size=224, interpolation="bicubic", mean=(0.485, 0.456, 0.406),
-                                  std=(0.229, 0.224, 0.225)),
-          "EfficientNet-B0 (timm tf_efficientnet_b0) fine-tuned from ImageNet-1k weights")
-def efficientnet_b0(num_classes=100, pretrained=None, drop_rate=0.2, drop_path_rate=0.2):
-    import timm  # imported here so cnn9 alone never needs timm
+def _cnn9_stages(m: CNN9) -> list[nn.Module]:
+    return [*m.features, Stage(lambda x: m.forward_head(x, pre_logits=True), m.pool),
+            Stage(lambda x: m.head(x) * m.head_scale, m.head)]
 
-    kwargs = dict(num_classes=num_classes, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
-    if pretrained is None:
-        return timm.create_model(TIMM_EFFICIENTNET_B0, pretrained=False, **kwargs), None
-    if pretrained == "hub":
-        model = timm.create_model(TIMM_EFFICIENTNET_B0, pretrained=True, **kwargs)
-        return model, {"source": "hub", "id": f"timm/{TIMM_EFFICIENTNET_B0}"}
-    path = Path(pretrained)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights file {path} not found")
-    # timm's own offline path: the file replaces the hub download, the 1000-class head is dropped.
-    model = timm.create_model(TIMM_EFFICIENTNET_B0, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
-                              **kwargs)
-    return model, {"source": "file", "file": path.name, "sha256": sha256_file(path)}
+
+_CPU_NOTE = "CPU-trained weights (2-core CPU, no GPU); a GPU recipe's checkpoint will replace them."
+
+register(ModelEntry(
+    name="cnn9", build=_cnn9_build, stages=_cnn9_stages,
+    data_config=dict(input_size=32, interpolation="bilinear", mean=CIFAR100_MEAN, std=CIFAR100_STD),
+    title="cnn9 · 9-layer CNN, from scratch", color="#E4572E",
+    description="9-layer ResNet-style CNN for 32x32 input, trained from scratch",
+    recipes={
+        "default": dict(arch=dict(widths=[64, 128, 256, 512]), epochs=24, batch_size=512, lr=0.4,
+                        label_smoothing=0.2, warmup_epochs=2.0, schedule="linear",
+                        description="ResNet-9-style CNN from scratch, full width, GPU recipe"),
+        "cpu": dict(arch=dict(widths=[32, 64, 128, 256]), epochs=15, batch_size=256, lr=0.2, notes=_CPU_NOTE,
+                    description="ResNet-9-style CNN from scratch, half width, CPU recipe"),
+    }))
+
+
+# ----------------------------------------------------------------------------- efficientnet_b0
+TIMM_EFFICIENTNET_B0 = "tf_efficientnet_b0.in1k"  # ImageNet-1k weights; the bare name means Noisy Student
+
+
+def _efficientnet_stages(m: nn.Module) -> list[nn.Module]:
+    """stem, the 7 block stages, conv_head (+ pooling), classifier (+ dropout): 10 stages, composing forward()."""
+    import torch.nn.functional as F
+
+    def pooled(x):
+        return m.global_pool(m.bn2(m.conv_head(x)))
+
+    def classify(x):
+        return m.classifier(F.dropout(x, m.drop_rate, m.classifier.training) if m.drop_rate else x)
+
+    return [nn.Sequential(m.conv_stem, m.bn1), *m.blocks, Stage(pooled, m.conv_head, m.bn2, m.global_pool),
+            Stage(classify, m.classifier)]
+
+
+register(ModelEntry(
+    name="efficientnet_b0", stages=_efficientnet_stages,
+    build=lambda num_classes=100, pretrained=None, drop_rate=0.2, drop_path_rate=0.2: _timm_build(
+        TIMM_EFFICIENTNET_B0, num_classes, pretrained, drop_rate=drop_rate, drop_path_rate=drop_path_rate),
+    data_config=dict(input_size=224, interpolation="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+    title="EfficientNet-B0 · ImageNet-pretrained", color="#2E86AB",
+    description="EfficientNet-B0 (timm tf_efficientnet_b0) fine-tuned from ImageNet-1k weights",
+    recipes={
+        "default": dict(arch=dict(drop_rate=0.2, drop_path_rate=0.2), pretrained="hub", epochs=10, batch_size=128,
+                        lr=0.04, weight_decay=1e-4,
+                        description="EfficientNet-B0 fine-tuned end to end from ImageNet-1k at 224 px, GPU recipe"),
+        # CPU: the first 6 stages (stem + block stages 1-5) stay frozen; their 12x12 output at 192 px is
+        # computed once for 4 views of every training image (original, mirror, 2 random crops) and cached
+        # in fp16; block stages 6-7, conv_head and a new classifier are fine-tuned on it.
+        "cpu": dict(arch=dict(drop_rate=0.2, drop_path_rate=0.2), pretrained="hub", input_size=192, freeze=6,
+                    cache_views=4, epochs=8, batch_size=128, optimizer="adamw", lr=1e-3, weight_decay=0.05,
+                    warmup_epochs=0.5, notes=_CPU_NOTE,
+                    description="EfficientNet-B0 from ImageNet-1k, stages 6-7 + head fine-tuned on cached "
+                                "stage-5 feature maps at 192 px, CPU recipe"),
+        # The earlier CPU recipe: frozen network, new classifier on cached pooled features.
+        "cpu-head": dict(arch=dict(drop_rate=0.2, drop_path_rate=0.2), pretrained="hub", freeze=9, cache_views=1,
+                         epochs=30, batch_size=256, optimizer="adamw", lr=1e-3, weight_decay=0.05, crop_padding=0,
+                         flip=False, notes=_CPU_NOTE,
+                         description="EfficientNet-B0 with frozen ImageNet-1k backbone; new 100-class head "
+                                     "trained on cached 224 px features, CPU recipe"),
+    }))

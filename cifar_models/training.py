@@ -1,40 +1,56 @@
-"""One training loop for every model and recipe.
+"""One training loop for every model and recipe, read top to bottom:
 
-    train(cfg)  ->  checkpoints/NAME.safetensors + NAME.json (+ NAME.eval.json with the test report)
+    run = setup(cfg)          data, model, what is trained, optimizer: every decision made once
+    resume(run)               continue an interrupted run exactly (weights, optimizer, random generators)
+    run_epoch(run, epoch)     one pass over the training set, then validation
+    save_state(run)           after every epoch, atomically
+    finish(run)               validation metrics, test report, checkpoint
 
-Data lives on the training device as uint8; batches are cropped, flipped, resized and normalised
-there (airbench style), never per image in Python. After every epoch the whole training state is
-written atomically to runs/NAME/state.safetensors, so the same command run again after any crash
-continues from the last completed epoch.
+`train(cfg)` does all of it. Data stays uint8 (or, with `freeze = k`, as the cached fp16 output of
+the first k stages, see features.py) and every random choice of an epoch (order, crops, flips,
+views) is drawn at its start from a generator seeded by (seed, epoch): the same images meet the
+same augmentation whatever the batch split, process count or interruption. Under torchrun each
+process trains on its share of every global batch (see distributed.py); only rank 0 prints,
+validates and writes.
 """
 from __future__ import annotations
 
 import json
 import math
+import random
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
 from . import metrics
 from .checkpoint import atomic_write_bytes, atomic_write_json, git_commit, half_state_dict, save_checkpoint
-from .data import augment, indices_digest, load_cifar100, stratified_split, stratified_subset, to_model_input
+from .data import (Cifar100, apply_augment, draw_augment, indices_digest, load_cifar100, stratified_split,
+                   stratified_subset, to_model_input)
+from .distributed import Dist
 from .evaluation import evaluate_classifier
-from .features import cached_features, feature_cache_key
+from .features import cached_stage_outputs
 from .inference import classifier_from_state
-from .models import build_model, count_params, get_spec
+from .models import build_model, count_params, get_entry, model_stages
 
 # Keys of the config that do not change what is trained (so a run may resume with other values).
-_NOT_IDENTITY = ("device", "description")
+_NOT_IDENTITY = ("device", "description", "notes")
 
 
-def pick_device(name: str = "auto") -> torch.device:
+def pick_device(name: str = "auto", dist: Dist | None = None) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and dist is not None and dist.active:
+        name = f"cuda:{dist.local_rank}"
     return torch.device(name)
 
 
@@ -65,10 +81,281 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {cfg['optimizer']!r}")
 
 
+def identity(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in _NOT_IDENTITY}
+
+
+class Tail(nn.Module):
+    """The stages that train, applied in order."""
+
+    def __init__(self, stages):
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x):
+        for s in self.stages:
+            x = s(x)
+        return x
+
+
+@dataclass
+class Run:
+    """Everything a run decided at setup; the loop only reads it (plus `history` and `elapsed`)."""
+    cfg: dict
+    name: str
+    dist: Dist
+    device: torch.device
+    amp: bool
+    data: Cifar100
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    test_idx: torch.Tensor
+    data_cfg: dict
+    model: nn.Module            # the whole network (what the checkpoint holds)
+    pretrained: dict | None
+    trainable: nn.Module        # the part that trains: the model, or its last stages
+    forward: Callable           # trainable, maybe wrapped for several processes and compiled
+    source: torch.Tensor        # training inputs: uint8 images (N,3,32,32) or cached outputs (views,N,...)
+    val_source: torch.Tensor
+    train_labels: torch.Tensor  # on the device
+    val_labels: torch.Tensor
+    gather: Callable            # (source, indices, epoch choices) -> this process's inputs for an epoch
+    inputs: Callable            # (batch of gathered inputs, its choices) -> model input on the device
+    draw: Callable              # (n, generator) -> an epoch's random choices
+    opt: torch.optim.Optimizer
+    batch_size: int             # global
+    steps_per_epoch: int
+    state_path: Path
+    command: str | None = None
+    feature_seconds: float | None = None
+    history: list = field(default_factory=list)
+    elapsed: float = 0.0
+    val_logits: torch.Tensor | None = None
+    commit: str = "unknown"
+
+
+# ----------------------------------------------------------------------------- setup
+def setup(cfg: dict, data_dir=None, run_dir="runs", name: str | None = None, verify_md5: bool = True,
+          command: str | None = None) -> Run:
+    cfg = json.loads(json.dumps(cfg))  # plain JSON types, exactly as saved
+    device_type = "cuda" if cfg.get("device", "auto") in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+    dist = Dist.from_env(device_type if not str(cfg.get("device", "")).startswith("cuda:") else "cuda")
+    device = pick_device(cfg.get("device", "auto"), dist)
+    amp = use_amp(cfg["amp"], device)
+    torch.manual_seed(cfg["seed"] + dist.rank)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    data = load_cifar100(data_dir, verify=verify_md5)
+    train_idx, val_idx, test_idx = _split(data, cfg)
+    entry = get_entry(cfg["model"])
+    data_cfg = dict(entry.data_config, source_size=32)
+    if cfg.get("input_size"):
+        data_cfg["input_size"] = int(cfg["input_size"])
+    model, pretrained = build_model(cfg["model"], cfg["arch"], cfg["pretrained"], len(data.class_names))
+    model = dist.sync_batchnorm(model.to(device, memory_format=torch.channels_last), device)
+    run = Run(cfg=cfg, name=name or cfg["model"], dist=dist, device=device, amp=amp, data=data, train_idx=train_idx,
+              val_idx=val_idx, test_idx=test_idx, data_cfg=data_cfg, model=model, pretrained=pretrained,
+              trainable=model, forward=model, source=data.train.images[train_idx], val_source=None,
+              train_labels=data.train.labels[train_idx].to(device), val_labels=data.train.labels[val_idx].to(device),
+              gather=None, inputs=None, draw=None, opt=None, batch_size=min(cfg["batch_size"], len(train_idx)),
+              steps_per_epoch=0, state_path=Path(run_dir) / (name or cfg["model"]) / "state.safetensors",
+              command=command, commit=git_commit())
+    if cfg["freeze"]:
+        _setup_frozen(run, Path(run_dir) / "feature-cache")
+    else:
+        _setup_end_to_end(run)
+    _setup_optimizer(run)
+    _say(run, f"{run.name}: {cfg['recipe']} on {device} x{dist.world} (bf16 autocast: {amp}), "
+              f"{count_params(model):,} parameters ({count_params(run.trainable):,} trained), {len(train_idx)} train / "
+              f"{len(val_idx)} val images at {data_cfg['input_size']} px, pretrained: {pretrained}")
+    return run
+
+
+def _split(data: Cifar100, cfg: dict):
+    """Train / validation indices (stratified, seeded) and test indices; --subset shrinks all three."""
+    train_idx, val_idx = stratified_split(data.train.labels.numpy(), cfg["val_per_class"], cfg["seed"])
+    test_idx = torch.arange(len(data.test))
+    if cfg.get("subset"):
+        n = int(cfg["subset"])
+        train_idx = train_idx[stratified_subset(data.train.labels[train_idx].numpy(), n, cfg["seed"])]
+        val_idx = val_idx[stratified_subset(data.train.labels[val_idx].numpy(), max(100, n // 10), cfg["seed"])]
+        test_idx = torch.as_tensor(stratified_subset(data.test.labels.numpy(), max(100, n // 5), cfg["seed"]))
+    return train_idx, val_idx, test_idx
+
+
+def _setup_end_to_end(run: Run) -> None:
+    """uint8 images (this process's share of each epoch on the device); crops and flips on whole batches."""
+    cfg, data_cfg, pad = run.cfg, run.data_cfg, run.cfg["crop_padding"]
+    if not run.dist.active:
+        run.source = run.source.to(run.device)  # the whole set on the device, once
+    run.val_source = run.data.train.images[run.val_idx].to(run.device)
+    run.draw = lambda n, g: draw_augment(n, g, pad, cfg["flip"])
+    run.gather = lambda source, idx, choice: source[idx.to(source.device)].to(run.device)
+    run.inputs = lambda x, choice: to_model_input(apply_augment(x, choice, pad), data_cfg)
+    run.trainable = run.model
+    _wrap(run)
+
+
+def _setup_frozen(run: Run, cache_dir: Path) -> None:
+    """Freeze the first k stages; cache their output for `cache_views` views of every image; train the rest."""
+    cfg, k = run.cfg, int(run.cfg["freeze"])
+    stages = model_stages(cfg["model"], run.model)
+    if not 0 < k < len(stages):
+        raise ValueError(f"freeze={k}: {cfg['model']} has {len(stages)} stages, so freeze must be 1..{len(stages) - 1}")
+    for p in run.model.parameters():
+        p.requires_grad_(False)
+    run.trainable = Tail(stages[k:])
+    for p in run.trainable.parameters():
+        p.requires_grad_(True)
+    views = int(cfg["cache_views"])
+    common = dict(model=cfg["model"], arch=cfg["arch"], pretrained=run.pretrained, stages=k, data_config=run.data_cfg,
+                  data_md5=run.data.md5["train"], amp=run.amp, seed=cfg["seed"], pad=cfg["crop_padding"])
+    seconds = 0.0
+    for split, idx, n_views in (("train", run.train_idx, views), ("val", run.val_idx, 1)):
+        out, s = cached_stage_outputs(
+            stages[:k], run.data.train.images[idx], n_views, run.data_cfg, device=run.device, amp=run.amp,
+            cache_dir=cache_dir, key=dict(common, indices=indices_digest(idx), views=n_views), seed=cfg["seed"],
+            pad=cfg["crop_padding"], rank=run.dist.rank, world=run.dist.world, barrier=run.dist.barrier,
+            desc=f"{split}: stages 1-{k} x {n_views} view(s)")
+        seconds += s
+        if split == "train":
+            run.source = out if run.dist.active or run.device.type == "cpu" else out.to(run.device)
+        else:
+            run.val_source = out[0]
+    run.feature_seconds = seconds
+    run.draw = lambda n, g: dict(view=torch.randint(0, views, (n,), generator=g))
+    run.gather = lambda source, idx, choice: source[choice["view"].to(source.device), idx.to(source.device)]
+    run.inputs = lambda x, choice: _as_input(x.to(run.device, non_blocking=True))
+    _wrap(run)
+
+
+def _as_input(x: torch.Tensor) -> torch.Tensor:
+    x = x.float()
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+
+
+def _wrap(run: Run) -> None:
+    run.forward = run.dist.wrap(run.trainable, run.device)
+    if run.cfg.get("compile"):
+        run.forward = torch.compile(run.forward)
+
+
+def _setup_optimizer(run: Run) -> None:
+    cfg, world = run.cfg, run.dist.world
+    if run.batch_size % world:
+        raise ValueError(f"batch size {run.batch_size} must be a multiple of the process count {world}")
+    run.opt = make_optimizer(run.trainable.parameters(), cfg)
+    run.steps_per_epoch = len(run.train_idx) // run.batch_size
+
+
+# ----------------------------------------------------------------------------- the loop
+def run_epoch(run: Run, epoch: int) -> dict:
+    """One pass over the training set (this process's share of every global batch), then validation."""
+    cfg, dev, b = run.cfg, run.device, run.batch_size // run.dist.world
+    steps, total = run.steps_per_epoch, run.steps_per_epoch * cfg["epochs"]
+    warmup = int(cfg["warmup_epochs"] * steps)
+    t0 = time.perf_counter()
+    g = torch.Generator().manual_seed(cfg["seed"] * 100_003 + epoch)
+    perm = torch.randperm(len(run.train_idx), generator=g)
+    choice = run.draw(len(perm), g)  # per position in perm
+    # Global batch i is perm[i*B:(i+1)*B]; this process takes its b-wide slice of each.
+    pos = torch.arange(steps * run.batch_size).view(steps, run.dist.world, b)[:, run.dist.rank].reshape(-1)
+    idx, choice = perm[pos], {k: v[pos] for k, v in choice.items()}
+    xs, ys = run.gather(run.source, idx, choice), run.train_labels[idx.to(dev)]
+    sums = torch.zeros(3, device=dev, dtype=torch.float64)  # loss sum, correct, seen
+    run.trainable.train()
+    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="step", dynamic_ncols=True,
+               leave=False, disable=not run.dist.is_main)
+    for i in bar:
+        lr = lr_at(epoch * steps + i, total, warmup, cfg["lr"], cfg["schedule"])
+        for group in run.opt.param_groups:
+            group["lr"] = lr
+        sl = slice(i * b, (i + 1) * b)
+        x, y = run.inputs(xs[sl], {k: v[sl] for k, v in choice.items()}), ys[sl]
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=run.amp):
+            logits = run.forward(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg["label_smoothing"])
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt.step()
+        sums += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double(),
+                             torch.tensor(float(len(y)), device=dev, dtype=torch.float64)])
+        if i % 10 == 0 or i == steps - 1:
+            s = sums.tolist()
+            bar.set_postfix(loss=f"{s[0] / s[2]:.3f}", acc=f"{s[1] / s[2]:.3f}",
+                            img_s=f"{s[2] * run.dist.world / (time.perf_counter() - t0):.0f}", lr=f"{lr:.2e}")
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    train_seconds = time.perf_counter() - t0
+    loss_sum, correct, seen = run.dist.sum(sums).tolist()
+    val = validate(run)
+    seconds = time.perf_counter() - t0
+    return dict(epoch=epoch + 1, lr=lr, train_loss=loss_sum / seen, train_acc=correct / seen,
+                val_loss=val["nll"] if val else None, val_acc=val["top1"] if val else None, seconds=seconds,
+                images_per_s=seen / train_seconds)
+
+
+@torch.no_grad()
+def validate(run: Run) -> dict | None:
+    """Validation metrics, computed by rank 0 (others wait at the next collective); keeps the logits."""
+    if not run.dist.is_main:
+        return None
+    run.trainable.eval()
+    out = []
+    for i in range(0, len(run.val_source), run.batch_size):
+        x = run.val_source[i:i + run.batch_size]
+        x = _as_input(x.to(run.device)) if run.cfg["freeze"] else to_model_input(x, run.data_cfg)
+        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.amp):
+            out.append(run.trainable(x).float())
+    run.val_logits = torch.cat(out)
+    return metrics.summarize(run.val_logits, run.val_labels)
+
+
 # ----------------------------------------------------------------------------- resumable state
-def save_state(path: Path, model, opt, epoch: int, history: list, cfg: dict, elapsed: float) -> None:
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    opt_sd = opt.state_dict()
+def _rng_states() -> dict:
+    return dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                numpy=np.random.get_state(), python=random.getstate())
+
+
+def _set_rng_states(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    if s["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+
+
+def _rng_to_saved(states: list[dict]) -> tuple[dict, dict]:
+    """Every process's generators -> (tensors, JSON metadata) for safetensors."""
+    tensors, meta = {}, []
+    for r, s in enumerate(states):
+        tensors[f"rng.{r}.torch"] = s["torch"]
+        for d, t in enumerate(s["cuda"]):
+            tensors[f"rng.{r}.cuda.{d}"] = t
+        kind, keys, pos, has_gauss, gauss = s["numpy"]
+        tensors[f"rng.{r}.numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+        meta.append(dict(cuda=len(s["cuda"]), numpy=[kind, int(pos), int(has_gauss), float(gauss)],
+                         python=[s["python"][0], list(s["python"][1]), s["python"][2]]))
+    return tensors, dict(rng=json.dumps(meta))
+
+
+def _rng_from_saved(tensors: dict, meta: dict, rank: int) -> dict:
+    m = json.loads(meta["rng"])[rank]
+    kind, pos, has_gauss, gauss = m["numpy"]
+    return dict(torch=tensors[f"rng.{rank}.torch"], cuda=[tensors[f"rng.{rank}.cuda.{d}"] for d in range(m["cuda"])],
+                numpy=(kind, tensors[f"rng.{rank}.numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss),
+                python=(m["python"][0], tuple(m["python"][1]), m["python"][2]))
+
+
+def save_state(run: Run) -> None:
+    """Model, optimizer, schedule position (epochs done), history, and every process's random generators."""
+    rng = run.dist.gather_objects(_rng_states())
+    if not run.dist.is_main:
+        run.dist.barrier()
+        return
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}
+    opt_sd = run.opt.state_dict()
     scalars = {}
     for pid, st in opt_sd["state"].items():
         for k, v in st.items():
@@ -76,18 +363,36 @@ def save_state(path: Path, model, opt, epoch: int, history: list, cfg: dict, ela
                 tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous()
             else:
                 scalars[f"{pid}.{k}"] = v
-    meta = dict(config=json.dumps(cfg), epoch=str(epoch), history=json.dumps(history), elapsed=str(elapsed),
-                opt_groups=json.dumps(opt_sd["param_groups"]), opt_scalars=json.dumps(scalars))
-    atomic_write_bytes(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    rng_tensors, rng_meta = _rng_to_saved(rng)
+    tensors.update(rng_tensors)
+    meta = dict(config=json.dumps(run.cfg), epoch=str(len(run.history)), history=json.dumps(run.history),
+                elapsed=str(run.elapsed), world=str(run.dist.world), opt_groups=json.dumps(opt_sd["param_groups"]),
+                opt_scalars=json.dumps(scalars), **rng_meta)
+    atomic_write_bytes(run.state_path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    atomic_write_json(run.state_path.with_name("history.json"), dict(config=run.cfg, history=run.history))
+    run.dist.barrier()
 
 
-def load_state(path: Path, model, opt) -> tuple[int, list, float]:
-    from safetensors import safe_open
+def saved_config(path: Path) -> dict:
+    with safe_open(str(path), "pt") as f:
+        return json.loads(f.metadata()["config"])
 
+
+def resume(run: Run, restart: bool = False) -> None:
+    """Continue where the same run stopped: weights, optimizer, history, time and random generators."""
+    path = run.state_path
+    if restart or not path.exists():
+        return
+    if identity(saved_config(path)) != identity(run.cfg):
+        raise SystemExit(f"{path} belongs to a different run configuration. Run the same command as before to "
+                         f"resume it, add --restart to discard it, or use another --name.")
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
-    tensors = load_file(str(path))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if int(meta.get("world", 1)) != run.dist.world:
+        raise SystemExit(f"{path} was written by {meta.get('world', 1)} process(es); resume it with the same number "
+                         f"(or --restart).")
+    tensors = load_file(str(path), device="cpu")
+    run.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict = {}
     for k, v in tensors.items():
         if k.startswith("opt."):
@@ -96,182 +401,53 @@ def load_state(path: Path, model, opt) -> tuple[int, list, float]:
     for k, v in json.loads(meta["opt_scalars"]).items():
         pid, name = k.split(".", 1)
         state.setdefault(int(pid), {})[name] = v
-    opt.load_state_dict(dict(state=state, param_groups=json.loads(meta["opt_groups"])))
-    return int(meta["epoch"]), json.loads(meta["history"]), float(meta["elapsed"])
+    run.opt.load_state_dict(dict(state=state, param_groups=json.loads(meta["opt_groups"])))
+    run.history, run.elapsed = json.loads(meta["history"]), float(meta["elapsed"])
+    _set_rng_states(_rng_from_saved(tensors, meta, run.dist.rank))
+    _say(run, f"resuming {run.name} after epoch {len(run.history)}/{run.cfg['epochs']} ({run.elapsed:.0f}s done)")
 
 
-def saved_config(path: Path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        return json.loads(f.metadata()["config"])
-
-
-def identity(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k not in _NOT_IDENTITY}
-
-
-# ----------------------------------------------------------------------------- the loop
-def train(cfg: dict, data_dir=None, out_dir="checkpoints", run_dir="runs", name: str | None = None,
-          restart: bool = False, run_test: bool = True, verify_md5: bool = True) -> dict:
-    """Train per cfg (a resolved recipe), write the checkpoint, return its metadata."""
-    name = name or cfg["model"]
-    commit = git_commit()  # the code this run starts with (HEAD may move while it trains)
-    cfg = json.loads(json.dumps(cfg))  # plain JSON types, exactly as saved
-    device = pick_device(cfg.get("device", "auto"))
-    amp = use_amp(cfg["amp"], device)
-    torch.manual_seed(cfg["seed"])
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-
-    # Data: split, optional subset, everything as uint8 on the device.
-    data = load_cifar100(data_dir, verify=verify_md5)
-    train_idx, val_idx = stratified_split(data.train.labels.numpy(), cfg["val_per_class"], cfg["seed"])
-    test_idx = torch.arange(len(data.test))
-    if cfg.get("subset"):
-        n = int(cfg["subset"])
-        train_idx = train_idx[stratified_subset(data.train.labels[train_idx].numpy(), n, cfg["seed"])]
-        val_idx = val_idx[stratified_subset(data.train.labels[val_idx].numpy(), max(100, n // 10), cfg["seed"])]
-        test_idx = torch.as_tensor(stratified_subset(data.test.labels.numpy(), max(100, n // 5), cfg["seed"]))
-    train_set = data.train.take(train_idx).to(device)
-    val_set = data.train.take(val_idx).to(device)
-
-    spec = get_spec(cfg["model"])
-    data_cfg = dict(spec.data_config, source_size=32)
-    model, pretrained = build_model(cfg["model"], cfg["arch"], cfg["pretrained"], len(data.class_names))
-    model = model.to(device, memory_format=torch.channels_last)
-    print(f"{name}: {cfg['recipe']} on {device} (bf16 autocast: {amp}), {count_params(model):,} parameters, "
-          f"{len(train_set)} train / {len(val_set)} val images, pretrained: {pretrained}")
-
-    # What the loop trains on: augmented images through the whole model, or cached features through the head.
-    if cfg["freeze_backbone"]:
-        for p in model.parameters():
-            p.requires_grad_(False)
-        head = nn.Sequential(nn.Dropout(cfg["arch"].get("drop_rate", 0.0)), model.get_classifier())
-        for p in head.parameters():
-            p.requires_grad_(True)
-        feats, feature_seconds = {}, 0.0
-        for split_name, split, idx in (("train", train_set, train_idx), ("val", val_set, val_idx)):
-            key = feature_cache_key(cfg["model"], pretrained, data_cfg, data.md5["train"], indices_digest(idx), amp)
-            f, seconds = cached_features(model, split.images, data_cfg, 64, device, amp,
-                                         Path(run_dir) / "feature-cache", key, f"{split_name} features")
-            feats[split_name], feature_seconds = f.to(device), feature_seconds + seconds
-        trainable, forward = head, head
-        train_inputs = lambda idx, g: feats["train"][idx]
-        val_inputs = lambda sl: feats["val"][sl]
-    else:
-        feature_seconds = None
-        trainable, forward = model, model
-        pad, flip = cfg["crop_padding"], cfg["flip"]
-        train_inputs = lambda idx, g: to_model_input(augment(train_set.images[idx], g, pad, flip), data_cfg)
-        val_inputs = lambda sl: to_model_input(val_set.images[sl], data_cfg)
-    if cfg.get("compile"):
-        forward = torch.compile(forward)
-
-    opt = make_optimizer(trainable.parameters(), cfg)
-    bs = min(cfg["batch_size"], len(train_set))
-    steps_per_epoch = len(train_set) // bs
-    total_steps = cfg["epochs"] * steps_per_epoch
-    warmup = int(cfg["warmup_epochs"] * steps_per_epoch)
-
-    # Resume if the same run was interrupted.
-    state_path = Path(run_dir) / name / "state.safetensors"
-    start_epoch, history, elapsed = 0, [], 0.0
-    if state_path.exists() and not restart:
-        if identity(saved_config(state_path)) != identity(cfg):
-            raise SystemExit(f"{state_path} belongs to a different run configuration. Run the same command as "
-                             f"before to resume it, add --restart to discard it, or use another --name.")
-        start_epoch, history, elapsed = load_state(state_path, model, opt)
-        print(f"resuming {name} after epoch {start_epoch}/{cfg['epochs']} ({elapsed:.0f}s done)")
-
-    val_logits = None
-    for epoch in range(start_epoch, cfg["epochs"]):
-        t0 = time.perf_counter()
-        trainable.train()
-        g = torch.Generator().manual_seed(cfg["seed"] * 100_003 + epoch)  # per epoch: resumes reproduce exactly
-        perm = torch.randperm(len(train_set), generator=g).to(device)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="step",
-                   dynamic_ncols=True, leave=False)
-        for i in bar:
-            step = epoch * steps_per_epoch + i
-            lr = lr_at(step, total_steps, warmup, cfg["lr"], cfg["schedule"])
-            for group in opt.param_groups:
-                group["lr"] = lr
-            idx = perm[i * bs:(i + 1) * bs]
-            x, y = train_inputs(idx, g), train_set.labels[idx]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = forward(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg["label_smoothing"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
-            if i % 10 == 0 or i == steps_per_epoch - 1:
-                rate = seen / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
-                                img_s=f"{rate:.0f}", lr=f"{lr:.2e}")
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        train_seconds = time.perf_counter() - t0
-
-        val_logits = _val_logits(forward, trainable, val_inputs, len(val_set), bs, device, amp)
-        val = metrics.summarize(val_logits, val_set.labels)
-        seconds = time.perf_counter() - t0
-        elapsed += seconds
-        history.append(dict(epoch=epoch + 1, lr=lr, train_loss=loss_sum.item() / seen, train_acc=correct.item() / seen,
-                            val_loss=val["nll"], val_acc=val["top1"], seconds=seconds,
-                            images_per_s=seen / train_seconds))
-        tqdm.write(f"epoch {epoch + 1:3d}/{cfg['epochs']}  train loss {history[-1]['train_loss']:.3f} "
-                   f"acc {history[-1]['train_acc']:.4f}  val loss {val['nll']:.3f} acc {val['top1']:.4f}  "
-                   f"{seconds:.1f}s  {history[-1]['images_per_s']:.0f} img/s")
-        save_state(state_path, model, opt, epoch + 1, history, cfg, elapsed)
-        atomic_write_json(state_path.with_name("history.json"), dict(config=cfg, history=history))
-
-    # Final validation metrics (the last epoch's, unless the run was already complete) and the checkpoint.
-    if val_logits is None:
-        val_logits = _val_logits(forward, trainable, val_inputs, len(val_set), bs, device, amp)
+# ----------------------------------------------------------------------------- finish
+def finish(run: Run, out_dir="checkpoints", run_test: bool = True) -> dict:
+    """Validation metrics, the test report of the shipped fp16 weights, and the checkpoint (rank 0)."""
+    cfg, data = run.cfg, run.data
+    if run.val_logits is None:
+        validate(run)
     meta = dict(
-        model=cfg["model"], name=name, description=spec.description, notes=cfg.get("notes"), arch=cfg["arch"],
-        backbone="timm tf_efficientnet_b0" if cfg["model"] == "efficientnet_b0" else "cnn9 (this project)",
-        pretrained=pretrained, num_params=count_params(model),
+        model=cfg["model"], name=run.name, description=get_entry(cfg["model"]).description, notes=cfg.get("notes"),
+        arch=cfg["arch"], pretrained=run.pretrained, num_params=count_params(run.model),
         class_names=data.class_names, superclass_names=data.superclass_names, superclass_of=data.superclass_of,
-        data_config=data_cfg, recipe=cfg, history=history,
-        split=dict(seed=cfg["seed"], val_per_class=cfg["val_per_class"], train_images=len(train_set),
-                   val_images=len(val_set), train_indices_sha=indices_digest(train_idx),
-                   val_indices_sha=indices_digest(val_idx)),
-        metrics=dict(validation=metrics.summarize(val_logits, val_set.labels), test=None),
-        data_md5=data.md5, train_seconds=elapsed, feature_extraction_seconds=feature_seconds,
-        device=_device_name(device), amp=amp, git_commit=commit, torch_version=torch.__version__,
+        data_config=run.data_cfg, recipe=cfg, history=run.history,
+        split=dict(seed=cfg["seed"], val_per_class=cfg["val_per_class"], train_images=len(run.train_idx),
+                   val_images=len(run.val_idx), train_indices_sha=indices_digest(run.train_idx),
+                   val_indices_sha=indices_digest(run.val_idx)),
+        metrics=dict(validation=metrics.summarize(run.val_logits, run.val_labels), test=None),
+        data_md5=data.md5, epochs=len(run.history), train_seconds=run.elapsed,
+        feature_extraction_seconds=run.feature_seconds,
+        images_per_s=float(np.mean([h["images_per_s"] for h in run.history])) if run.history else None,
+        device=_device_name(run.device), processes=run.dist.world, amp=run.amp, command=run.command,
+        git_commit=run.commit, torch_version=torch.__version__,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
-    state = half_state_dict(model)  # shipped weights are fp16
+    state = half_state_dict(run.model)  # shipped weights are fp16
     report = None
     if run_test:  # the shipped fp16 weights, in fp32 compute, on the test set: the figures people will see
-        clf = classifier_from_state(meta, state, device)
-        report = evaluate_classifier(clf, data.test.take(test_idx), batch_size=250, val_split=val_set)
+        t0 = time.perf_counter()
+        clf = classifier_from_state(meta, state, run.device)
+        val = data.train.take(torch.as_tensor(run.val_idx))
+        report = evaluate_classifier(clf, data.test.take(run.test_idx), batch_size=250, val_split=val)
         meta["metrics"]["test"] = report["summary"]
         meta["calibration"] = report["calibration"]  # temperature fitted on validation only
-    weights, js = save_checkpoint(Path(out_dir) / name, state, meta)
+        meta["test_seconds"] = time.perf_counter() - t0
+    # Wall clock of the whole run, each phase summed over interruptions (feature parts, epochs, test).
+    meta["wall_clock_seconds"] = dict(feature_extraction=run.feature_seconds, training=run.elapsed,
+                                      test=meta.get("test_seconds"),
+                                      total=(run.feature_seconds or 0) + run.elapsed + meta.get("test_seconds", 0))
+    weights, js = save_checkpoint(Path(out_dir) / run.name, state, meta)
     if report is not None:
-        atomic_write_json(js.with_name(f"{name}.eval.json"), report, indent=None)
+        atomic_write_json(js.with_name(f"{run.name}.eval.json"), report, indent=None)
     print(f"wrote {weights} and {js}; validation {meta['metrics']['validation']}, test {meta['metrics']['test']}")
     return meta
-
-
-@torch.no_grad()
-def _val_logits(forward, trainable, val_inputs, n, bs, device, amp) -> torch.Tensor:
-    trainable.eval()
-    out = []
-    for i in range(0, n, bs):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out.append(forward(val_inputs(slice(i, i + bs))).float())
-    return torch.cat(out)
 
 
 def _device_name(device: torch.device) -> str:
@@ -280,3 +456,30 @@ def _device_name(device: torch.device) -> str:
     import platform
 
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _say(run: Run, text: str) -> None:
+    if run.dist.is_main:
+        tqdm.write(text)
+        sys.stdout.flush()
+
+
+# ----------------------------------------------------------------------------- all of it
+def train(cfg: dict, data_dir=None, out_dir="checkpoints", run_dir="runs", name: str | None = None,
+          restart: bool = False, run_test: bool = True, verify_md5: bool = True, command: str | None = None):
+    """Train per cfg (a resolved recipe), write the checkpoint; return its metadata (None on ranks > 0)."""
+    run = setup(cfg, data_dir, run_dir, name, verify_md5, command)
+    resume(run, restart)
+    for epoch in range(len(run.history), run.cfg["epochs"]):
+        row = run_epoch(run, epoch)
+        run.elapsed += row["seconds"]
+        run.history.append(row)
+        if run.dist.is_main:
+            _say(run, f"epoch {row['epoch']:3d}/{cfg['epochs']}  train loss {row['train_loss']:.3f} acc "
+                      f"{row['train_acc']:.4f}  val loss {row['val_loss']:.3f} acc {row['val_acc']:.4f}  "
+                      f"{row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s")
+        save_state(run)
+    meta = finish(run, out_dir, run_test) if run.dist.is_main else None
+    run.dist.barrier()
+    run.dist.close()
+    return meta

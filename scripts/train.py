@@ -1,27 +1,31 @@
-"""Train a CIFAR-100 classifier:  python scripts/train.py --model cnn9|efficientnet_b0 [--recipe cpu] [flags]
+"""Train a CIFAR-100 classifier:  python scripts/train.py --model cnn9|efficientnet_b0|timm:NAME [--recipe cpu] [flags]
 
 Every recipe value can be overridden by a flag (see --help); the resolved recipe is saved in the
-checkpoint. Running the same command again after an interruption resumes the run."""
+checkpoint. Running the same command again after an interruption resumes the run exactly.
+Several GPUs (or CPU processes): torchrun --nproc_per_node=N scripts/train.py ..."""
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cifar_models.recipes import RECIPES, get_recipe  # noqa: E402
+from cifar_models.models import list_models  # noqa: E402
+from cifar_models.recipes import get_recipe  # noqa: E402
 from cifar_models.training import train  # noqa: E402
 
 # Recipe values a flag can override (--batch-size sets batch_size ...), with their types.
 RECIPE_FLAGS = dict(epochs=int, batch_size=int, lr=float, weight_decay=float, momentum=float, label_smoothing=float,
                     warmup_epochs=float, crop_padding=int, seed=int, val_per_class=int, subset=int, optimizer=str,
-                    schedule=str, freeze_backbone=bool, flip=bool, compile=bool)
+                    schedule=str, freeze=int, cache_views=int, input_size=int, flip=bool, compile=bool)
+ARCH_FLAGS = dict(widths=lambda s: [int(w) for w in s.split(",")], drop_rate=float, drop_path_rate=float)
 
 
-def main(argv=None):
+def parse(argv=None) -> tuple[argparse.Namespace, dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, choices=sorted({r["model"] for r in RECIPES.values()}))
-    p.add_argument("--recipe", default="default", help="default (GPU) or cpu; see cifar_models/recipes.py")
+    p.add_argument("--model", required=True, help=f"{', '.join(list_models())}, or timm:ARCH (any timm architecture)")
+    p.add_argument("--recipe", default="default", help="default (GPU), cpu, ...: see the model's registry entry")
     p.add_argument("--data-dir", help="folder with CIFAR-100 train/test/meta (default: $CIFAR100_DIR, else "
                                       "data/cifar-100-python, downloaded when missing)")
     p.add_argument("--out", default="checkpoints", help="where NAME.safetensors and NAME.json go")
@@ -32,21 +36,20 @@ def main(argv=None):
     p.add_argument("--no-verify", action="store_true", help="skip the md5 check (other data in CIFAR format)")
     p.add_argument("--pretrained-file", help="local ImageNet weights (safetensors) instead of the hub download")
     p.add_argument("--from-scratch", action="store_true", help="no pretrained weights")
-    p.add_argument("--widths", type=lambda s: [int(w) for w in s.split(",")], help="cnn9 widths, e.g. 64,128,256,512")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     p.add_argument("--amp", choices=["auto", "on", "off"], help="bf16 autocast")
     for key, typ in RECIPE_FLAGS.items():
         kw = dict(action=argparse.BooleanOptionalAction) if typ is bool else dict(type=typ)
         p.add_argument("--" + key.replace("_", "-"), **kw)
-    for key in ("drop_rate", "drop_path_rate"):
-        p.add_argument("--" + key.replace("_", "-"), type=float)
+    for key, typ in ARCH_FLAGS.items():
+        p.add_argument("--" + key.replace("_", "-"), type=typ, help="architecture option")
     a = p.parse_args(argv)
 
     cfg = get_recipe(a.model, a.recipe)
     for key in RECIPE_FLAGS:
         if getattr(a, key) is not None:
             cfg[key] = getattr(a, key)
-    for key in ["widths", "drop_rate", "drop_path_rate"]:
+    for key in ARCH_FLAGS:
         if getattr(a, key) is not None:
             cfg["arch"][key] = getattr(a, key)
     if a.amp:
@@ -56,9 +59,15 @@ def main(argv=None):
     if a.from_scratch:
         cfg["pretrained"] = None
     cfg["device"] = a.device
+    return a, cfg
+
+
+def main(argv=None):
+    a, cfg = parse(argv)
+    command = "python scripts/train.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     print(json.dumps({k: v for k, v in cfg.items() if k != "description"}))
     train(cfg, data_dir=a.data_dir, out_dir=a.out, run_dir=a.run_dir, name=a.name, restart=a.restart,
-          run_test=not a.no_test, verify_md5=not a.no_verify)
+          run_test=not a.no_test, verify_md5=not a.no_verify, command=command)
 
 
 if __name__ == "__main__":
