@@ -16,13 +16,12 @@ import torch
 
 from cifar_models.checkpoint import CheckpointError
 from cifar_models.compare import (MODEL_NAMES, agreement_line, compare, confusions_table, disagreements, explain,
-                                  load_models, load_reports, model_card)
+                                  load_models, load_reports, model_card, title)
 from cifar_models.images import ImageInputError, open_image
 from cifar_models.plots import per_class_accuracy, reliability_diagram, topk_bars, training_curves
 
 HERE = Path(__file__).resolve().parent
 CHECKPOINT_DIR = Path(os.environ.get("CHECKPOINT_DIR", HERE / "checkpoints"))
-TITLES = {"cnn9": "cnn9 · 9-layer CNN, from scratch", "efficientnet_b0": "EfficientNet-B0 · ImageNet-pretrained"}
 CSS = ".gradio-container {max-width: 1280px !important; margin: auto;}"
 MODELS: dict = {}  # name -> Classifier, loaded once at start-up
 ON_MODELS = dict(concurrency_id="models")  # every event that runs a model shares one queue slot
@@ -69,7 +68,7 @@ def show(payload, cam_on: bool):
 
 
 def render(result: dict, cam_on: bool = False) -> list:
-    out = [agreement_line(result)]
+    out = [agreement_line(result, MODELS)]
     for name in MODEL_NAMES:
         r = result[name]
         top = [(t["label"], t["probability"]) for t in r["top"]]
@@ -115,7 +114,7 @@ def build(models, reports: dict | None = None) -> gr.Blocks:
                         with gr.Row(equal_height=True):
                             for i, name in enumerate(MODEL_NAMES):
                                 with gr.Column(min_width=320):
-                                    gr.Markdown(f"### {TITLES[name]}")
+                                    gr.Markdown(f"### {title(models[name])}")
                                     bars = gr.Plot(value=initial[1 + 3 * i], show_label=False, elem_id=f"bars-{name}")
                                     caption = gr.Markdown(initial[2 + 3 * i])
                                     radio = gr.Radio(choices=initial[3 + 3 * i].choices, value=initial[3 + 3 * i].value,
@@ -128,7 +127,7 @@ def build(models, reports: dict | None = None) -> gr.Blocks:
                 with gr.Row(equal_height=True):
                     for name in MODEL_NAMES:
                         with gr.Column(min_width=320):
-                            gr.Markdown(f"### {TITLES[name]}\n" + model_card(models[name]))
+                            gr.Markdown(f"### {title(models[name])}\n" + model_card(models[name]))
                 with gr.Row(equal_height=True):
                     gr.Plot(training_curves(histories, "acc"), show_label=False, elem_id="curve-acc")
                     gr.Plot(training_curves(histories, "loss"), show_label=False, elem_id="curve-loss")

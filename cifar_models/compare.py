@@ -11,14 +11,28 @@ from PIL import Image
 
 from .checkpoint import CheckpointError
 from .inference import Classifier, load_classifier
+from .models import get_entry
 
-MODEL_NAMES = ("cnn9", "efficientnet_b0")
+MODEL_NAMES = ("cnn9", "efficientnet_b0")  # the shipped pair, shown by default
 
 
-def load_models(checkpoint_dir="checkpoints", device="cpu") -> dict[str, Classifier]:
-    """Both shipped checkpoints, loaded once. Raises CheckpointError naming the file and the fix."""
+def title(clf: Classifier) -> str:
+    """How the dashboard names a model: its registry entry's title."""
+    return get_entry(clf.name).title
+
+
+def short_title(clf: Classifier) -> str:
+    return title(clf).split(" · ")[0]
+
+
+def color(clf: Classifier) -> str:
+    return get_entry(clf.name).color
+
+
+def load_models(checkpoint_dir="checkpoints", device="cpu", names=MODEL_NAMES) -> dict[str, Classifier]:
+    """The named checkpoints, loaded once. Raises CheckpointError naming the file and the fix."""
     models = {}
-    for name in MODEL_NAMES:
+    for name in names:
         try:
             models[name] = load_classifier(Path(checkpoint_dir) / name, device=device)
         except CheckpointError as e:
@@ -45,12 +59,14 @@ def compare(models: dict[str, Classifier], image, k: int = 5) -> dict:
     return result
 
 
-def agreement_line(result: dict) -> str:
-    a, b = (result[n]["top"][0] for n in MODEL_NAMES)
+def agreement_line(result: dict, models: dict[str, Classifier]) -> str:
+    tops = {n: result[n]["top"][0] for n in models}
     if result["agree"]:
-        return f"✅ Both models say **{a['label'].replace('_', ' ')}**."
-    return (f"⚖️ The models disagree: cnn9 says **{a['label'].replace('_', ' ')}** ({a['probability']:.0%}), "
-            f"EfficientNet-B0 says **{b['label'].replace('_', ' ')}** ({b['probability']:.0%}).")
+        label = next(iter(tops.values()))["label"].replace("_", " ")
+        return f"✅ {'Both' if len(tops) == 2 else 'All'} models say **{label}**."
+    said = ", ".join(f"{short_title(models[n])} says **{t['label'].replace('_', ' ')}** ({t['probability']:.0%})"
+                     for n, t in tops.items())
+    return f"⚖️ The models disagree: {said}."
 
 
 def model_card(clf: Classifier) -> str:
@@ -79,10 +95,10 @@ def model_card(clf: Classifier) -> str:
     return "\n".join(lines)
 
 
-def load_reports(checkpoint_dir="checkpoints") -> dict[str, dict]:
+def load_reports(checkpoint_dir="checkpoints", names=MODEL_NAMES) -> dict[str, dict]:
     """Each model's NAME.eval.json (scripts/evaluate.py), where present: read once at start-up."""
     out = {}
-    for name in MODEL_NAMES:
+    for name in names:
         path = Path(checkpoint_dir) / f"{name}.eval.json"
         if path.is_file():
             out[name] = json.loads(path.read_text())
@@ -115,8 +131,8 @@ def disagreements(reports: dict[str, dict], folder) -> list[tuple[str, str]]:
     out = []
     for path in sorted(Path(folder).glob("test*.png"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0)):
         i = int(re.sub(r"\D", "", path.stem))
-        label = classes[im[MODEL_NAMES[0]]["label"][i]]
+        label = classes[im[next(iter(im))]["label"][i]]
         parts = [f"true: {label}"] + [f"{n}: {classes[im[n]['top1'][i]]} ({im[n]['confidence'][i]:.0%})"
-                                      for n in MODEL_NAMES]
+                                      for n in im]
         out.append((str(path), " · ".join(parts).replace("_", " ")))
     return out

@@ -162,14 +162,35 @@ def indices_digest(idx) -> str:
 
 
 # ----------------------------------------------------------------------------- batch transforms
-def draw_augment(n: int, generator: torch.Generator, pad: int = 4, flip: bool = True) -> dict:
+PHOTO_FACTORS = (2, 3, 4)  # upscale factors of the photo round trip (the blur converges beyond 4)
+
+
+def draw_augment(n: int, generator: torch.Generator, pad: int = 4, flip: bool = True, photo: float = 0.0) -> dict:
     """The random choices of a crop-and-flip augmentation for n images, drawn on the CPU from `generator`:
-    dy, dx (crop offsets in 0..2*pad) and flip (bool). Drawn once per epoch for the whole set, so every
-    image gets the same choice whatever the batch size, process count or device."""
+    dy, dx (crop offsets in 0..2*pad), flip (bool) and, with photo > 0, `resample`: for that share of the
+    images an upscale factor of the photo round trip (0: none). Drawn once per epoch for the whole set, so
+    every image gets the same choice whatever the batch size, process count or device."""
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator) if pad else torch.zeros(n, dtype=torch.long)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator) if pad else torch.zeros(n, dtype=torch.long)
     fl = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
-    return dict(dy=dy, dx=dx, flip=fl)
+    out = dict(dy=dy, dx=dx, flip=fl)
+    if photo:
+        factor = torch.tensor(PHOTO_FACTORS)[torch.randint(0, len(PHOTO_FACTORS), (n,), generator=generator)]
+        out["resample"] = torch.where(torch.rand(n, generator=generator) < photo, factor, 0)
+    return out
+
+
+def photo_round_trip(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """What happens to a 32 px picture that reaches the app as a photo: upscaled (bicubic) by `factor`, then
+    brought back down by area averaging, as `inference.to_cifar_uint8` does. Per image; factor 0 = untouched."""
+    factors = factors.to(images.device)
+    out = images.clone()
+    for k in factors.unique().tolist():
+        if k:
+            sel = factors == k
+            up = F.interpolate(images[sel].float(), scale_factor=k, mode="bicubic", align_corners=False)
+            out[sel] = F.avg_pool2d(up.clamp_(0, 255), k).round_().to(torch.uint8)
+    return out
 
 
 def apply_augment(images: torch.Tensor, params: dict, pad: int = 4) -> torch.Tensor:
@@ -184,7 +205,10 @@ def apply_augment(images: torch.Tensor, params: dict, pad: int = 4) -> torch.Ten
         images = padded[torch.arange(n, device=dev)[:, None, None, None],
                         torch.arange(c, device=dev)[None, :, None, None], rows, cols]
     mask = params["flip"].to(dev)
-    return torch.where(mask[:, None, None, None], images.flip(3), images)
+    images = torch.where(mask[:, None, None, None], images.flip(3), images)
+    if "resample" in params:
+        images = photo_round_trip(images, params["resample"])
+    return images
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:

@@ -36,12 +36,19 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def to_cifar_uint8(img: Image.Image, size: int = 32) -> torch.Tensor:
-    """PIL image -> (3, size, size) uint8: largest centred square, antialiased bicubic resize."""
+    """PIL image -> (3, size, size) uint8: the largest centred square, brought to size x size.
+
+    Downscaling averages each output pixel's whole footprint (box filter, i.e. area averaging): of the
+    filters measured on photo-like validation images (upscaled and JPEG-compressed; scripts/evaluate.py
+    --photo --split validation), it loses the least against the 32 px originals, and it is the
+    operation the training recipes' photo round trip (`data.photo_round_trip`) mimics. Smaller images
+    are upscaled with bicubic interpolation."""
     img = to_rgb(img)
     w, h = img.size
     s = min(w, h)
     box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-    img = img.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
+    method = Image.Resampling.BOX if s >= size else Image.Resampling.BICUBIC
+    img = img.resize((size, size), method, box=box)
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 

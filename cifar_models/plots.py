@@ -3,7 +3,15 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-COLORS = {"cnn9": "#E4572E", "efficientnet_b0": "#2E86AB"}
+from .models import get_entry
+
+
+def _color(name: str) -> str:
+    """A model's colour, from its registry entry (grey for a name the registry does not know)."""
+    try:
+        return get_entry(name).color
+    except KeyError:
+        return "#555555"
 BAR_HEIGHT, CURVE_HEIGHT = 300, 360
 
 
@@ -17,7 +25,7 @@ def topk_bars(top: list[tuple[str, float]], model: str, title: str) -> go.Figure
     """Horizontal bars of the top-k classes, best on top, on a fixed 0-1 axis."""
     names = [n.replace("_", " ") for n, _ in top][::-1]
     probs = [p for _, p in top][::-1]
-    fig = go.Figure(go.Bar(x=probs, y=names, orientation="h", marker_color=COLORS.get(model, "#555"),
+    fig = go.Figure(go.Bar(x=probs, y=names, orientation="h", marker_color=_color(model),
                            text=[f"{p:.1%}" for p in probs], textposition="auto", hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
     fig.update_xaxes(range=[0, 1], dtick=0.2, tickformat=".0%", title="probability")
     fig.update_yaxes(automargin=True)
@@ -32,7 +40,7 @@ def training_curves(histories: dict[str, list[dict]], metric: str) -> go.Figure:
         for split, dash in (("train", "dash"), ("val", "solid")):
             fig.add_trace(go.Scatter(x=epochs, y=[h[f"{split}_{metric}"] for h in hist], mode="lines+markers",
                                      name=f"{model} {'validation' if split == 'val' else 'train'}",
-                                     line=dict(color=COLORS.get(model), dash=dash), marker=dict(size=5)))
+                                     line=dict(color=_color(model), dash=dash), marker=dict(size=5)))
     label = "accuracy" if metric == "acc" else "loss (cross-entropy)"
     fig.update_xaxes(title="epoch")
     fig.update_yaxes(title=label, tickformat=".0%" if metric == "acc" else None)
@@ -52,7 +60,7 @@ def reliability_diagram(report: dict, model: str) -> go.Figure:
     for label, bins, dash in curves:
         pts = [b for b in bins if b["count"]]
         fig.add_trace(go.Scatter(x=[b["confidence"] for b in pts], y=[b["accuracy"] for b in pts],
-                                 mode="lines+markers", name=label, line=dict(color=COLORS.get(model), dash=dash),
+                                 mode="lines+markers", name=label, line=dict(color=_color(model), dash=dash),
                                  customdata=[b["count"] for b in pts],
                                  hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata} images"
                                                "<extra></extra>"))
@@ -68,7 +76,7 @@ def per_class_accuracy(reports: dict[str, dict]) -> go.Figure:
     classes = list(next(iter(reports.values()))["per_class_accuracy"])
     acc = {n: reports[n]["per_class_accuracy"] for n in names}
     fig = go.Figure([go.Bar(x=[c.replace("_", " ") for c in classes], y=[acc[n][c] for c in classes], name=n,
-                            marker_color=COLORS.get(n), hovertemplate="%{x}: %{y:.0%}<extra>" + n + "</extra>")
+                            marker_color=_color(n), hovertemplate="%{x}: %{y:.0%}<extra>" + n + "</extra>")
                      for n in names])
 
     def order(key) -> list[str]:

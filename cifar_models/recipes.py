@@ -21,11 +21,13 @@ COMMON = dict(
     schedule="cosine",       # cosine or linear decay to zero
     crop_padding=4,          # random crop with zero padding at 32x32, on whole batches
     flip=True,
+    photo_augment=0.0,       # share of training images sent through the photo round trip (upscale, area downscale)
     freeze=0,                # 0: train end to end; k: freeze the first k stages and train the rest on their cached output
     cache_views=2,           # with freeze: augmented views cached per training image (original, mirror, random crops)
     pretrained=None,         # None (from scratch), "hub" (timm download) or the path of a weights file
     amp="auto",              # bf16 autocast: on for CUDA and for CPUs with native bf16
     compile=False,
+    channels_last=True,      # memory format of model and inputs (off: exact float agreement across process counts on CPU)
     notes=None,
     description="",
 )

@@ -132,6 +132,7 @@ class Run:
     elapsed: float = 0.0
     val_logits: torch.Tensor | None = None
     commit: str = "unknown"
+    memory_format: torch.memory_format = torch.channels_last
 
 
 # ----------------------------------------------------------------------------- setup
@@ -153,14 +154,15 @@ def setup(cfg: dict, data_dir=None, run_dir="runs", name: str | None = None, ver
     if cfg.get("input_size"):
         data_cfg["input_size"] = int(cfg["input_size"])
     model, pretrained = build_model(cfg["model"], cfg["arch"], cfg["pretrained"], len(data.class_names))
-    model = dist.sync_batchnorm(model.to(device, memory_format=torch.channels_last), device)
+    fmt = torch.channels_last if cfg.get("channels_last", True) else torch.contiguous_format
+    model = dist.sync_batchnorm(model.to(device, memory_format=fmt), device)
     run = Run(cfg=cfg, name=name or cfg["model"], dist=dist, device=device, amp=amp, data=data, train_idx=train_idx,
               val_idx=val_idx, test_idx=test_idx, data_cfg=data_cfg, model=model, pretrained=pretrained,
               trainable=model, forward=model, source=data.train.images[train_idx], val_source=None,
               train_labels=data.train.labels[train_idx].to(device), val_labels=data.train.labels[val_idx].to(device),
               gather=None, inputs=None, draw=None, opt=None, batch_size=min(cfg["batch_size"], len(train_idx)),
               steps_per_epoch=0, state_path=Path(run_dir) / (name or cfg["model"]) / "state.safetensors",
-              command=command, commit=git_commit())
+              command=command, commit=git_commit(), memory_format=fmt)
     if cfg["freeze"]:
         _setup_frozen(run, Path(run_dir) / "feature-cache")
     else:
@@ -190,9 +192,9 @@ def _setup_end_to_end(run: Run) -> None:
     if not run.dist.active:
         run.source = run.source.to(run.device)  # the whole set on the device, once
     run.val_source = run.data.train.images[run.val_idx].to(run.device)
-    run.draw = lambda n, g: draw_augment(n, g, pad, cfg["flip"])
+    run.draw = lambda n, g: draw_augment(n, g, pad, cfg["flip"], cfg.get("photo_augment", 0.0))
     run.gather = lambda source, idx, choice: source[idx.to(source.device)].to(run.device)
-    run.inputs = lambda x, choice: to_model_input(apply_augment(x, choice, pad), data_cfg)
+    run.inputs = lambda x, choice: _as_input(to_model_input(apply_augment(x, choice, pad), data_cfg), run)
     run.trainable = run.model
     _wrap(run)
 
@@ -226,13 +228,13 @@ def _setup_frozen(run: Run, cache_dir: Path) -> None:
     run.feature_seconds = seconds
     run.draw = lambda n, g: dict(view=torch.randint(0, views, (n,), generator=g))
     run.gather = lambda source, idx, choice: source[choice["view"].to(source.device), idx.to(source.device)]
-    run.inputs = lambda x, choice: _as_input(x.to(run.device, non_blocking=True))
+    run.inputs = lambda x, choice: _as_input(x.to(run.device, non_blocking=True), run)
     _wrap(run)
 
 
-def _as_input(x: torch.Tensor) -> torch.Tensor:
+def _as_input(x: torch.Tensor, run: Run) -> torch.Tensor:
     x = x.float()
-    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+    return x.contiguous(memory_format=run.memory_format) if x.ndim == 4 else x
 
 
 def _wrap(run: Run) -> None:
@@ -305,7 +307,7 @@ def validate(run: Run) -> dict | None:
     out = []
     for i in range(0, len(run.val_source), run.batch_size):
         x = run.val_source[i:i + run.batch_size]
-        x = _as_input(x.to(run.device)) if run.cfg["freeze"] else to_model_input(x, run.data_cfg)
+        x = _as_input(x.to(run.device) if run.cfg["freeze"] else to_model_input(x, run.data_cfg), run)
         with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.amp):
             out.append(run.trainable(x).float())
     run.val_logits = torch.cat(out)

@@ -30,7 +30,14 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--no-verify", action="store_true", help="skip the md5 check")
+    p.add_argument("--photo", action="store_true", help="only the photo-robustness check: top-1 on photo-like "
+                   "versions of the images (upscaled, JPEG, seeded) beside the 32 px originals, saved as 'photo' "
+                   "in NAME.eval.json")
+    p.add_argument("--split", choices=["test", "validation"], default="test",
+                   help="--photo on the validation split (for choosing) or the test set (for reporting)")
     a = p.parse_args(argv)
+    if a.photo:
+        return photo(a)
 
     clf = load_classifier(a.checkpoint, device=a.device)
     data = load_cifar100(a.data_dir, verify=not a.no_verify)
@@ -63,6 +70,28 @@ def main(argv=None):
         update_meta(a.checkpoint, metrics=dict(clf.meta["metrics"], test=report["summary"]), calibration=cal)
         print(f"updated {js} (metrics.test, calibration)")
     return report
+
+
+def photo(a) -> dict:
+    """The photo-robustness check of one checkpoint (see cifar_models/photo.py)."""
+    from cifar_models.photo import photo_report
+
+    clf = load_classifier(a.checkpoint, device=a.device)
+    data = load_cifar100(a.data_dir, verify=not a.no_verify)
+    split = data.test if a.split == "test" else validation_split(data, clf.meta)
+    if a.limit:
+        split = split.take(stratified_subset(split.labels.numpy(), a.limit))
+    r = photo_report(clf, split.images, split.labels, batch_size=a.batch_size)
+    print(f"{clf.name} on {r['images']} {a.split} images: top-1 {r['top1_32px']:.2%} at 32 px, {r['top1_photo']:.2%} "
+          f"photo-like, drop {r['drop'] * 100:.2f} points")
+    for key in ("by_size", "by_quality"):
+        print(f"  {key}: " + ", ".join(f"{k}: {v['top1_32px'] - v['top1_photo']:+.3f}" for k, v in r[key].items()))
+    if a.split == "test" and not a.limit:
+        path = checkpoint_paths(a.checkpoint)[1].with_suffix(".eval.json")
+        report = json.loads(path.read_text()) if path.is_file() else {}
+        atomic_write_json(path, dict(report, photo=r), indent=None)
+        print(f"wrote the photo report into {path}")
+    return r
 
 
 if __name__ == "__main__":

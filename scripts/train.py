@@ -18,7 +18,8 @@ from cifar_models.training import train  # noqa: E402
 # Recipe values a flag can override (--batch-size sets batch_size ...), with their types.
 RECIPE_FLAGS = dict(epochs=int, batch_size=int, lr=float, weight_decay=float, momentum=float, label_smoothing=float,
                     warmup_epochs=float, crop_padding=int, seed=int, val_per_class=int, subset=int, optimizer=str,
-                    schedule=str, freeze=int, cache_views=int, input_size=int, flip=bool, compile=bool)
+                    schedule=str, freeze=int, cache_views=int, input_size=int, photo_augment=float, flip=bool, compile=bool,
+                    channels_last=bool)
 ARCH_FLAGS = dict(widths=lambda s: [int(w) for w in s.split(",")], drop_rate=float, drop_path_rate=float)
 
 

@@ -15,10 +15,12 @@ IMAGENET_WEIGHTS = ROOT.parent / "shared" / "weights" / "tf_efficientnet_b0.in1k
 N_CLASSES = 100
 
 
-def make_cifar_fixture(root: Path, train_per_class: int = 12, test_per_class: int = 3, seed: int = 0) -> Path:
-    """Write train/test/meta like the originals; class c is a fixed colour plus noise (easy to learn)."""
+def make_cifar_fixture(root: Path, train_per_class: int = 12, test_per_class: int = 3, seed: int = 0,
+                       colours=(0, 256)) -> Path:
+    """Write train/test/meta like the originals; class c is a fixed colour plus noise (easy to learn).
+    `colours`: the range of the class colours (a narrower one leaves no pixel saturated at 0 or 255)."""
     rng = np.random.default_rng(seed)
-    colours = rng.integers(0, 256, size=(N_CLASSES, 3))
+    colours = rng.integers(*colours, size=(N_CLASSES, 3))
     root.mkdir(parents=True, exist_ok=True)
 
     def split(per_class):

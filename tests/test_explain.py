@@ -12,7 +12,7 @@ from cifar_models import load_classifier
 from cifar_models.explain import gradcam, overlay, target_layers
 from cifar_models.data import to_model_input
 from cifar_models.inference import Classifier
-from cifar_models.models import build_model, get_spec
+from cifar_models.models import build_model, get_entry
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def cnn(trained_cnn):
 def effnet(cnn):
     torch.manual_seed(0)
     model, _ = build_model("efficientnet_b0")  # random init: no download
-    data_config = dict(get_spec("efficientnet_b0").data_config, source_size=32)
+    data_config = dict(get_entry("efficientnet_b0").data_config, source_size=32)
     meta = dict(model="efficientnet_b0", class_names=cnn.classes, superclass_names=cnn.superclasses,
                 superclass_of=cnn.superclass_of, data_config=data_config)
     return Classifier(model.to(memory_format=torch.channels_last), meta)

@@ -6,7 +6,7 @@ from cifar_models.models import build_model, count_params, list_models
 from conftest import IMAGENET_WEIGHTS
 
 
-def test_registry_lists_both_models_and_rejects_unknown():
+def test_registry_lists_the_shipped_models_and_rejects_unknown():
     assert list_models() == ["cnn9", "efficientnet_b0"]
     with pytest.raises(KeyError, match="unknown model"):
         build_model("resnet50")
