@@ -216,7 +216,8 @@ register(ModelEntry(
         "default": dict(arch=dict(widths=[64, 128, 256, 512]), epochs=24, batch_size=512, lr=0.4,
                         label_smoothing=0.2, warmup_epochs=2.0, schedule="linear",
                         description="ResNet-9-style CNN from scratch, full width, GPU recipe"),
-        "cpu": dict(arch=dict(widths=[32, 64, 128, 256]), epochs=15, batch_size=256, lr=0.2, notes=_CPU_NOTE,
+        "cpu": dict(arch=dict(widths=[32, 64, 128, 256]), epochs=15, batch_size=256, lr=0.2, photo_augment=0.5,
+                    notes=_CPU_NOTE,
                     description="ResNet-9-style CNN from scratch, half width, CPU recipe"),
     }))
 

@@ -129,41 +129,43 @@ def test_sigkill_then_same_command_ends_bit_identical(cifar_fixture, tmp_path):
     assert bad.returncode != 0 and "different run configuration" in bad.stderr
 
 
-def _cnn_cmd(data, out, epochs="2"):
-    return ["scripts/train.py", "--model", "cnn9", "--recipe", "cpu", "--widths", "8,16,32,64", "--lr", "0.05",
-            "--data-dir", str(data), "--no-verify", "--out", str(out / "ck"), "--run-dir", str(out / "runs"),
-            "--epochs", epochs, "--batch-size", "100", "--val-per-class", "2", "--amp", "off", "--device", "cpu",
-            "--no-test", "--no-channels-last"]
+def _cnn_cmd(data, out, epochs):
+    return ["scripts/train.py", "--model", "cnn9", "--recipe", "cpu", "--widths", "8,16,32,64", "--lr", "0.01",
+            "--photo-augment", "0.5", "--data-dir", str(data), "--no-verify", "--out", str(out / "ck"),
+            "--run-dir", str(out / "runs"), "--epochs", epochs, "--batch-size", "200", "--val-per-class", "2",
+            "--amp", "off", "--device", "cpu", "--no-test", "--no-channels-last"]
 
 
 def test_torchrun_two_processes_match_one_process_and_resume_exactly(tmp_path):
     from conftest import make_cifar_fixture
 
     # Class colours away from 0 and 255: saturated pixels make identical patches, whose exact ties in max-pooling
-    # let the gradient take either (equally valid) path, differently for batches of 100 and of 50.
-    cifar_fixture = make_cifar_fixture(tmp_path / "data" / "cifar-100-python", colours=(48, 208))
+    # let the gradient take either (equally valid) path, differently for batches of 200 and of 100.
+    data = make_cifar_fixture(tmp_path / "data" / "cifar-100-python", colours=(48, 208))
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     one, two = tmp_path / "one", tmp_path / "two"
-    subprocess.run([sys.executable, *_cnn_cmd(cifar_fixture, one)], cwd=ROOT, check=True, env=env,
-                   capture_output=True, timeout=900)
-    out = subprocess.run([*torchrun, *_cnn_cmd(cifar_fixture, two)], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=900)
+    subprocess.run([sys.executable, *_cnn_cmd(data, one, "1")], cwd=ROOT, check=True, env=env, capture_output=True,
+                   timeout=900)
+    out = subprocess.run([*torchrun, *_cnn_cmd(data, two, "1")], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "x2" in out.stdout and out.stdout.count("epoch   2/2") == 1  # only rank 0 prints
+    assert "x2" in out.stdout and out.stdout.count("epoch   1/1") == 1  # only rank 0 prints
     a, b = _weights(one, "cnn9"), _weights(two, "cnn9")
     assert a.keys() == b.keys()
-    # The same global batches and synchronised batch norm give the same weights up to float rounding. (Contiguous
-    # memory format: oneDNN's channels-last convolution backward on the CPU is ~1% off an fp64 reference, which
-    # would make the comparison one of rounding noise between batch sizes 100 and 50.)
+    # The same global batches (200 = 2 x 100) and synchronised batch norm give the same weights up to float
+    # rounding. (Few, small steps: a ReLU/max-pool network amplifies rounding differences step after step.
+    # Contiguous memory format: oneDNN's channels-last convolution backward on the CPU is ~1% off fp64.)
     for k in a:
-        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=2e-5), k
+        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-5), k
     # a distributed run killed after its first saved state resumes to the same weights, bit for bit
-    three = tmp_path / "three"
-    _kill_after_first_state([*torchrun, *_cnn_cmd(cifar_fixture, three)],
-                            three / "runs" / "cnn9" / "state.safetensors", dict(env, PYTHONUNBUFFERED="1"))
-    out = subprocess.run([*torchrun, *_cnn_cmd(cifar_fixture, three)], cwd=ROOT, env=env, capture_output=True,
+    three, four = tmp_path / "three", tmp_path / "four"
+    subprocess.run([*torchrun, *_cnn_cmd(data, four, "2")], cwd=ROOT, check=True, env=env, capture_output=True,
+                   timeout=900)
+    _kill_after_first_state([*torchrun, *_cnn_cmd(data, three, "2")], three / "runs" / "cnn9" / "state.safetensors",
+                            env)
+    out = subprocess.run([*torchrun, *_cnn_cmd(data, three, "2")], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=900)
     assert out.returncode == 0 and "resuming cnn9 after epoch 1/2" in out.stdout, out.stderr[-3000:]
-    c = _weights(three, "cnn9")
-    assert all(torch.equal(b[k], c[k]) for k in b), "the resumed distributed run differs"
+    c, d = _weights(three, "cnn9"), _weights(four, "cnn9")
+    assert all(torch.equal(c[k], d[k]) for k in c), "the resumed distributed run differs"
