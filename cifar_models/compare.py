@@ -91,7 +91,7 @@ def load_reports(checkpoint_dir="checkpoints") -> dict[str, dict]:
 
 def explain(clf: Classifier, image, class_name: str, min_side: int = 256) -> Image.Image:
     """Grad-CAM of `class_name` overlaid on the image, at least min_side px so small images stay visible."""
-    from .explain import gradcam, overlay  # grad-cam (and OpenCV) only load when a heat map is asked for
+    from .explain import gradcam, overlay
 
     out = overlay(image, gradcam(clf, image, clf.classes.index(class_name)))
     if min(out.size) < min_side:
