@@ -125,7 +125,7 @@ def one_request(client: Client, url: str, path: str, kind: str, expected: str, c
     try:
         if kind == "oversize":  # what a browser or script ignoring the client-side check would send
             with open(path, "rb") as f:
-                r = httpx.post(url + "gradio_api/upload", files={"files": ("oversize.jpg", f)}, timeout=60)
+                r = httpx.post(url + "gradio_api/upload", files={"files": ("oversize.jpg", f)}, timeout=180)
             return None if r.status_code == 413 and expected in r.text else f"oversize: {r.status_code} {r.text[:200]}"
         out = client.predict(handle_file(path), api_name="/predict")
     except Exception as e:

@@ -144,7 +144,7 @@ def test_twenty_clients_at_once_with_bad_files_are_all_served(app_url, tmp_path)
     bench = _bench()
     mix = bench.make_files(tmp_path, MAX_UPLOAD_MB)
     assert {k for _, k, _ in mix} == {"ok", "bad", "oversize"}
-    out = bench.load(app_url, mix, clients=20, per_client=2, deadline=240)
+    out = bench.load(app_url, mix, clients=20, per_client=2, deadline=480)  # ~10 s on an idle 2-core machine
     assert out["requests"] == 40 and out["errors"] == [], out["errors"]
     check_result(Client(app_url, verbose=False).predict(handle_file(mix[0][0]), api_name="/predict"))
 
@@ -222,7 +222,7 @@ def test_listens_on_loopback_only(app_url):
 def test_missing_checkpoint_stops_with_one_clear_message(tmp_path):
     env = dict(os.environ, CHECKPOINT_DIR=str(tmp_path), GRADIO_SERVER_PORT=str(free_port()))
     out = subprocess.run([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=120)
+                         timeout=300)
     assert out.returncode != 0
     assert f"{tmp_path / 'cnn9.safetensors'} not found" in out.stderr and "scripts/train.py" in out.stderr
     assert "Traceback" not in out.stderr
@@ -234,7 +234,7 @@ def test_corrupt_checkpoint_stops_with_one_clear_message(tmp_path):
     (tmp_path / "efficientnet_b0.json").write_text("{ not json")
     env = dict(os.environ, CHECKPOINT_DIR=str(tmp_path), GRADIO_SERVER_PORT=str(free_port()))
     out = subprocess.run([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=120)
+                         timeout=300)
     assert out.returncode != 0 and "efficientnet_b0.json is not valid JSON" in out.stderr
     assert "Traceback" not in out.stderr
 
