@@ -7,16 +7,20 @@ UI wiring only: the models, the comparison and the figures live in cifar_models/
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import sys
+import threading
 from pathlib import Path
 
 import gradio as gr
 import torch
+from PIL import Image
 
+from cifar_models import serving
 from cifar_models.checkpoint import CheckpointError
-from cifar_models.compare import (MODEL_NAMES, agreement_line, compare, confusions_table, disagreements, explain,
-                                  load_models, load_reports, model_card, title)
+from cifar_models.compare import (MODEL_NAMES, BatchedCompare, agreement_line, confusions_table,
+                                  disagreements, explain, load_models, load_reports, model_card, title)
 from cifar_models.images import ImageInputError, open_image
 from cifar_models.plots import per_class_accuracy, reliability_diagram, topk_bars, training_curves
 
@@ -24,7 +28,11 @@ HERE = Path(__file__).resolve().parent
 CHECKPOINT_DIR = Path(os.environ.get("CHECKPOINT_DIR", HERE / "checkpoints"))
 CSS = ".gradio-container {max-width: 1280px !important; margin: auto;}"
 MODELS: dict = {}  # name -> Classifier, loaded once at start-up
-ON_MODELS = dict(concurrency_id="models")  # every event that runs a model shares one queue slot
+BATCHED: list = []  # the BatchedCompare over MODELS (built in `build`)
+# Predictions: many requests decode their images at once; their forward passes are batched (serving.py).
+ON_MODELS = dict(concurrency_id="models", concurrency_limit=serving.PREDICT_CONCURRENCY)
+ON_HEATMAPS = dict(concurrency_id="heatmaps", concurrency_limit=serving.HEATMAP_CONCURRENCY)
+SAFE_ROOTS = (HERE / "examples",)  # besides Gradio's upload cache: the only folders an image is read from
 
 
 def example_images() -> list[str]:
@@ -43,13 +51,26 @@ def read_upload(payload):
         raise gr.Error("Please upload, drop, paste or snap an image first.")
     if isinstance(payload, dict):
         path, url = payload.get("path"), payload.get("url") or ""
-        payload = base64.b64decode(url.split(",", 1)[1]) if not path and url.startswith("data:") else path
+        if not path and url.startswith("data:"):
+            if len(url) > serving.MAX_UPLOAD_MB * (4 << 20) // 3 + 1024:
+                raise gr.Error(f"The image is larger than the {serving.MAX_UPLOAD_MB} MB limit.",
+                               title="Cannot use this image")
+            payload = base64.b64decode(url.split(",", 1)[1])
+        else:
+            payload = path
     if not payload:
         raise gr.Error("No image was received; please try again.")
+    if not isinstance(payload, (bytes, bytearray)) and not serving.is_within(payload, upload_roots()):
+        raise gr.Error("Only uploaded images and the app's examples can be used.", title="Cannot use this image")
     try:
         return open_image(payload)
     except ImageInputError as e:
         raise gr.Error(str(e), title="Cannot use this image") from None
+
+
+def upload_roots() -> tuple:
+    from gradio.utils import get_upload_folder
+    return (get_upload_folder(), *SAFE_ROOTS)
 
 
 def predict(payload) -> dict:
@@ -57,7 +78,7 @@ def predict(payload) -> dict:
     image, notes = read_upload(payload)
     for note in notes:
         gr.Warning(note)
-    return compare(MODELS, image)
+    return BATCHED[0](image)
 
 
 def show(payload, cam_on: bool):
@@ -73,7 +94,8 @@ def render(result: dict, cam_on: bool = False) -> list:
         r = result[name]
         top = [(t["label"], t["probability"]) for t in r["top"]]
         out.append(topk_bars(top, name, "Top-5 classes"))
-        out.append(f"Superclass: **{r['superclass'].replace('_', ' ')}** · forward pass {r['milliseconds']:.0f} ms")
+        shared = f" (batch of {result['batch']})" if result.get("batch", 1) > 1 else ""
+        out.append(f"Superclass: **{r['superclass'].replace('_', ' ')}** · forward pass {r['milliseconds']:.0f} ms{shared}")
         out.append(gr.Radio(choices=[(c.replace("_", " "), c) for c, _ in top], value=top[0][0], visible=cam_on))
     return out
 
@@ -87,22 +109,33 @@ def heat_maps(payload, cam_on: bool, *classes, names=MODEL_NAMES):
             for n, c in zip(names, classes)]
 
 
+@functools.lru_cache(maxsize=1)
+def first_view(path) -> list:
+    """The page's initial result (the first example), computed once; None warms the models up on a blank image."""
+    image = open_image(path)[0] if path else Image.new("RGB", (32, 32))
+    return render(BATCHED[0](image))
+
+
 def build(models, reports: dict | None = None) -> gr.Blocks:
     MODELS.update(models)
+    BATCHED[:] = [BatchedCompare(MODELS)]
     reports = reports or {}
     examples = example_images()
-    first = compare(models, open_image(examples[0])[0]) if examples else None
-    initial = render(first) if first else [""] + [None, "", gr.Radio(visible=False)] * len(MODEL_NAMES)
+    # Nothing computed at start-up that can wait: the first example's result is filled in when a page loads
+    # (computed once, by a background warm-up that also makes the models' first, slow forward pass).
+    initial = [""] + [None, "", gr.Radio(visible=False)] * len(MODEL_NAMES)
+    threading.Thread(target=first_view, args=(examples[0] if examples else None,), name="warm-up", daemon=True).start()
     histories = {n: m.meta["history"] for n, m in models.items()}
 
-    with gr.Blocks(title="cifar-compare") as demo:
+    with gr.Blocks(title="cifar-compare", delete_cache=serving.DELETE_CACHE) as demo:
         gr.Markdown("# cifar-compare\nTwo CIFAR-100 classifiers, side by side: a 9-layer CNN trained from scratch "
                     "and EfficientNet-B0 started from ImageNet weights. Give them any picture and compare what they see.")
         with gr.Tabs() as tabs:
             with gr.Tab("Compare", id="compare"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=2, min_width=300):
-                        image = gr.Image(value=examples[0] if examples else None, type="filepath", label="Image",
+                        image = gr.Image(value=examples[0] if examples else None, type="filepath",
+                                         label=f"Image (up to {serving.MAX_UPLOAD_MB} MB)",
                                          sources=["upload", "webcam", "clipboard"], height=300)
                         cam_on = gr.Checkbox(False, label="Show where each model looks (Grad-CAM heat maps)")
                         if examples:
@@ -137,22 +170,23 @@ def build(models, reports: dict | None = None) -> gr.Blocks:
         # Plain prediction on every image change (upload, drop, paste, webcam, example click); heat maps after it,
         # only when asked for, so they never slow the prediction down.
         image.change(show, [image, cam_on], outputs, preprocess=False, api_visibility="private", **ON_MODELS).then(
-            heat_maps, [image, cam_on, *radios], cams, preprocess=False, api_visibility="private", **ON_MODELS)
+            heat_maps, [image, cam_on, *radios], cams, preprocess=False, api_visibility="private", **ON_HEATMAPS)
         cam_on.change(lambda on: [gr.Radio(visible=on)] * len(radios), cam_on, radios, api_visibility="private").then(
-            heat_maps, [image, cam_on, *radios], cams, preprocess=False, api_visibility="private", **ON_MODELS)
+            heat_maps, [image, cam_on, *radios], cams, preprocess=False, api_visibility="private", **ON_HEATMAPS)
         for name, radio, cam in zip(MODEL_NAMES, radios, cams):
             radio.input(lambda p, on, c, n=name: heat_maps(p, on, c, names=(n,))[0], [image, cam_on, radio], cam,
-                        preprocess=False, api_visibility="private", **ON_MODELS)
+                        preprocess=False, api_visibility="private", **ON_HEATMAPS)
         if gallery is not None:
             def pick(evt: gr.SelectData):  # a disagreement clicked: run it through the main comparison
                 return gallery[1][evt.index][0], gr.Tabs(selected="compare")
 
             gallery[0].select(pick, None, [image, tabs], api_visibility="private")
+        if examples:
+            demo.load(lambda: first_view(examples[0]), None, outputs, api_visibility="private", **ON_MODELS)
         # The programmatic endpoint: JSON only (gradio_client: client.predict(handle_file(p), api_name="/predict")).
         api_out = gr.JSON(visible=False)
         gr.Button(visible=False).click(predict, image, api_out, preprocess=False, api_name="predict", **ON_MODELS)
-    # One request at a time: each forward pass already uses every core of a small CPU.
-    demo.queue(default_concurrency_limit=1, max_size=64)
+    demo.queue(**serving.QUEUE)
     return demo
 
 
@@ -186,4 +220,6 @@ if __name__ == "__main__":
         models = load_models(CHECKPOINT_DIR)
     except CheckpointError as e:
         sys.exit(f"cifar-compare cannot start: {e}")
-    build(models, load_reports(CHECKPOINT_DIR)).launch(css=CSS, show_error=True)
+    build(models, load_reports(CHECKPOINT_DIR)).launch(
+        css=CSS, show_error=True, server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        max_file_size=serving.MAX_FILE_SIZE)

@@ -7,6 +7,7 @@ import re
 import time
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from .checkpoint import CheckpointError
@@ -41,22 +42,55 @@ def load_models(checkpoint_dir="checkpoints", device="cpu", names=MODEL_NAMES) -
     return models
 
 
-def compare(models: dict[str, Classifier], image, k: int = 5) -> dict:
-    """Run one PIL image through every model: top-k, superclass and forward-pass milliseconds per model.
-    The photo is converted once per source size (both shipped models use the same 32 px), not once per model."""
-    result, converted = {}, {}
+def model_inputs(models: dict[str, Classifier], image) -> dict[int, torch.Tensor]:
+    """One PIL image as every model's (3, S, S) uint8 input, keyed by source size S: the photo is converted
+    once per source size (both shipped models use the same 32 px), not once per model."""
+    out = {}
+    for clf in models.values():
+        size = int(clf.data_config.get("source_size", 32))
+        if size not in out:
+            out[size] = clf.preprocess([image])[0]
+    return out
+
+
+def compare_inputs(models: dict[str, Classifier], inputs: list[dict[int, torch.Tensor]], k: int = 5) -> list[dict]:
+    """Several images (from `model_inputs`) through every model, one forward pass per model for all of them.
+    Per image: top-k, superclass and the forward pass's milliseconds per model (the whole batch's pass:
+    what this image waited for), `agree`, and `batch` (how many images shared the pass)."""
+    results = [{} for _ in inputs]
     for name, clf in models.items():
-        size = clf.data_config.get("source_size", 32)
-        if size not in converted:
-            converted[size] = clf.preprocess([image])
+        size = int(clf.data_config.get("source_size", 32))
+        x = torch.stack([inp[size] for inp in inputs])
         t0 = time.perf_counter()
-        (top,) = clf.top_k(converted[size], k=k)
-        ms = (time.perf_counter() - t0) * 1000
-        result[name] = dict(top=[dict(label=c, probability=p) for c, p in top],
-                            superclass=clf.superclass(top[0][0]), milliseconds=round(ms, 1))
-    tops = [r["top"][0]["label"] for r in result.values()]
-    result["agree"] = len(set(tops)) == 1
-    return result
+        tops = clf.top_k(x, k=k)
+        ms = round((time.perf_counter() - t0) * 1000, 1)
+        for r, top in zip(results, tops):
+            r[name] = dict(top=[dict(label=c, probability=p) for c, p in top],
+                           superclass=clf.superclass(top[0][0]), milliseconds=ms)
+    for r in results:
+        r["agree"] = len({r[name]["top"][0]["label"] for name in models}) == 1
+        r["batch"] = len(inputs)
+    return results
+
+
+def compare(models: dict[str, Classifier], image, k: int = 5) -> dict:
+    """Run one PIL image through every model: top-k, superclass and forward-pass milliseconds per model."""
+    return compare_inputs(models, [model_inputs(models, image)], k)[0]
+
+
+class BatchedCompare:
+    """`compare` for many threads at once: each caller converts its own image (in its own thread), then the
+    forward passes of everything waiting run together on one thread (`serving.MicroBatcher`)."""
+
+    def __init__(self, models: dict[str, Classifier], k: int = 5, max_batch: int | None = None):
+        from .serving import MAX_BATCH, MicroBatcher
+
+        self.models, self.k = models, k
+        self.batcher = MicroBatcher(lambda inputs: compare_inputs(self.models, inputs, self.k),
+                                    max_batch or MAX_BATCH, name="models")
+
+    def __call__(self, image) -> dict:
+        return self.batcher.submit(model_inputs(self.models, image))
 
 
 def agreement_line(result: dict, models: dict[str, Classifier]) -> str:
@@ -107,7 +141,7 @@ def load_reports(checkpoint_dir="checkpoints", names=MODEL_NAMES) -> dict[str, d
 
 def explain(clf: Classifier, image, class_name: str, min_side: int = 256) -> Image.Image:
     """Grad-CAM of `class_name` overlaid on the image, at least min_side px so small images stay visible."""
-    from .explain import gradcam, overlay  # grad-cam (and OpenCV) only load when a heat map is asked for
+    from .explain import gradcam, overlay
 
     out = overlay(image, gradcam(clf, image, clf.classes.index(class_name)))
     if min(out.size) < min_side:

@@ -12,10 +12,19 @@ class ImageInputError(ValueError):
     """The file is not a usable image; the message is meant for the person who sent it."""
 
 
-def open_image(source, name: str = "image") -> tuple[Image.Image, list[str]]:
-    """Decode a file (a path, or its bytes) fully. Returns (image, notes): notes say what was done to
-    make it usable (first frame of an animation...). Raises ImageInputError for empty, non-image,
-    truncated or oversized (decompression-bomb) files."""
+# Modes Image.reduce() handles; others (palette, 1-bit, 16-bit) are decoded at full size as before.
+_REDUCIBLE = {"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "F"}
+
+
+def open_image(source, name: str = "image", min_side: int | None = 256) -> tuple[Image.Image, list[str]]:
+    """Decode a file (a path, or its bytes). Returns (image, notes): notes say what was done to make it
+    usable (first frame of an animation...). Raises ImageInputError for empty, non-image, truncated or
+    oversized (decompression-bomb) files.
+
+    min_side: the models need 32 px, so a large image is decoded at reduced scale, keeping at least
+    min_side px on its short side: JPEGs by DCT scaling while decoding (Pillow's `draft`, 1/2, 1/4 or
+    1/8), other formats by an integer box reduction right after decoding (`Image.reduce`). None
+    decodes at full size."""
     if isinstance(source, (bytes, bytearray)):
         size, fp = len(source), io.BytesIO(source)
     else:
@@ -32,10 +41,20 @@ def open_image(source, name: str = "image") -> tuple[Image.Image, list[str]]:
             # Beyond Pillow's limit (about 89 megapixels) Pillow only warns; refuse it as well.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(fp)
-            if getattr(img, "is_animated", False) and getattr(img, "n_frames", 1) > 1:
+            animated = getattr(img, "is_animated", False) and getattr(img, "n_frames", 1) > 1
+            if animated:
                 notes.append(f"{name} is animated ({img.n_frames} frames): using its first frame.")
                 img.seek(0)
+            if min_side and img.format in ("JPEG", "MPO"):
+                img.draft(None, (min_side, min_side))  # no-op unless both sides are >= 2 * min_side
             img.load()
+            if animated:  # a multi-frame file keeps its file open: keep a copy of the frame, close the file
+                frame = img.copy()
+                img.close()
+                img = frame
+            factor = min(img.size) // min_side if min_side else 1
+            if factor >= 2 and img.mode in _REDUCIBLE:
+                img = _reduced(img, factor)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageInputError(f"{name} is too large to decode safely (over {Image.MAX_IMAGE_PIXELS:,} pixels). "
                               f"Please resize it below about 9000 x 9000 pixels.") from None
@@ -44,3 +63,11 @@ def open_image(source, name: str = "image") -> tuple[Image.Image, list[str]]:
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageInputError(f"{name} could not be decoded; it looks damaged or truncated ({e}).") from None
     return img, notes
+
+
+def _reduced(img: Image.Image, factor: int) -> Image.Image:
+    """img shrunk by an integer box filter, keeping its metadata (EXIF orientation, ICC profile)."""
+    out = img.reduce(factor)
+    out.info.update(img.info)
+    img.close()
+    return out

@@ -1,56 +1,286 @@
-"""Measure the dashboard: start-up time to the first served request, then the median and
-95th-percentile time of one `predict` call (both models) through gradio_client.
+"""Measure the dashboard against Gradio's own floor, in one run on one machine.
 
-    python scripts/bench_app.py [--calls 50]"""
+    python scripts/bench_app.py [--calls 50] [--clients 20] [--per-client 10] [--rounds 3] [--total 1000]
+
+1. Start-up: `scripts/bare_app.py` (the same endpoint returning a constant, same queue settings), then
+   `app.py`, each timed from launch to its first served /predict.
+2. One request at a time: p50/p95 of `--calls` predict calls through gradio_client on each app, and the
+   two models' forward passes alone (in this process); prints app p50 / (bare p50 + models' time).
+3. Load: `--clients` clients at once, `--per-client` requests each, valid photos mixed with bad files
+   (and uploads over the size limit sent straight to the upload route); for each app, alternating, over
+   `--rounds` rounds: requests/s, p50, p95, unexpected errors; then the app's ratio to the bare app.
+4. Memory: the app's resident memory after its first 50 requests and after `--total` requests.
+
+Everything is loopback only. Run it on an otherwise idle machine, or say what else was running."""
+from __future__ import annotations
+
 import argparse
+import io
 import os
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 from gradio_client import Client, handle_file
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "cifar" / "tiger_test422.png"
+
+
+# ----------------------------------------------------------------------------- processes
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(script: Path, **env) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
+                                                GRADIO_ANALYTICS_ENABLED="False", **env))
+    return proc, f"http://127.0.0.1:{port}/"
+
+
+def first_answer(proc: subprocess.Popen, url: str, image=EXAMPLE, timeout: float = 300) -> tuple[Client, float]:
+    """Poll until the app answers one /predict; (client, seconds since the process was started)."""
+    t0 = time.perf_counter()
+    while True:
+        try:
+            client = Client(url, verbose=False)
+            client.predict(handle_file(str(image)), api_name="/predict")
+            return client, time.perf_counter() - t0
+        except Exception:
+            if proc.poll() is not None:
+                raise SystemExit(f"{url}: the app exited: {proc.stderr.read()[-2000:]}")
+            if time.perf_counter() - t0 > timeout:
+                raise SystemExit(f"{url}: no answer after {timeout:.0f} s")
+            time.sleep(0.05)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentile(xs, q) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, round(q * len(xs)) - 1))]
+
+
+# ----------------------------------------------------------------------------- the request mix
+def make_files(folder: Path, max_upload_mb: int) -> list[tuple[str, str, str]]:
+    """(path, kind, expected message) with kind 'ok', 'bad' (a clear gr.Error expected) or 'oversize'
+    (refused by the upload route). Valid: CIFAR examples, Gradio's demo photos, a 4000x3000 JPEG."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ok = sorted(str(p) for p in (ROOT / "examples" / "cifar").glob("*.png"))[:6]
+    try:
+        import gradio.media as media
+        ok += [media.get_image(n) for n in ("lion.jpg", "cheetah.jpg", "tower.jpg")]
+    except Exception:
+        pass
+    yy, xx = np.mgrid[0:3000, 0:4000]
+    big = np.stack([xx % 256, yy % 256, (xx // 16 + yy // 16) % 256], -1).astype(np.uint8)
+    Image.fromarray(big).save(folder / "large_4000x3000.jpg", quality=90)
+    ok.append(str(folder / "large_4000x3000.jpg"))
+    jpeg = io.BytesIO()
+    Image.effect_noise((300, 200), 80).convert("RGB").save(jpeg, "JPEG")
+    (folder / "truncated.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    (folder / "text.jpg").write_text("this is a text file, not a picture\n")
+    (folder / "empty.png").write_bytes(b"")
+    Image.new("L", (10_000, 10_000)).save(folder / "bomb.png")  # 100 Mpx > Pillow's 89 Mpx limit
+    with open(folder / "oversize.jpg", "wb") as f:
+        f.write(os.urandom((max_upload_mb << 20) + 1024))
+    bad = [(str(folder / "text.jpg"), "bad", "not an image"), (str(folder / "truncated.jpg"), "bad", "damaged or truncated"),
+           (str(folder / "empty.png"), "bad", "empty"), (str(folder / "bomb.png"), "bad", "too large"),
+           (str(folder / "oversize.jpg"), "oversize", "maximum allowed size")]
+    mix = []  # three valid requests, then one bad one, repeated
+    for i, path in enumerate(ok * 2):
+        mix.append((path, "ok", ""))
+        if i % 3 == 2:
+            mix.append(bad[(i // 3) % len(bad)])
+    return mix
+
+
+def check_answer(r) -> None:
+    assert set(r) >= {"cnn9", "efficientnet_b0", "agree"}, r
+    for name in ("cnn9", "efficientnet_b0"):
+        assert len(r[name]["top"]) == 5 and r[name]["superclass"] and r[name]["milliseconds"] >= 0, r
+
+
+def one_request(client: Client, url: str, path: str, kind: str, expected: str, check: bool) -> str | None:
+    """Send one request; None when it went as expected, else what went wrong."""
+    import httpx
+
+    try:
+        if kind == "oversize":  # what a browser or script ignoring the client-side check would send
+            with open(path, "rb") as f:
+                r = httpx.post(url + "gradio_api/upload", files={"files": ("oversize.jpg", f)}, timeout=180)
+            return None if r.status_code == 413 and expected in r.text else f"oversize: {r.status_code} {r.text[:200]}"
+        out = client.predict(handle_file(path), api_name="/predict")
+    except Exception as e:
+        if kind == "bad" and expected in str(e):
+            return None
+        return f"{Path(path).name}: {type(e).__name__}: {str(e)[:300]}"
+    if kind != "ok":
+        return f"{Path(path).name}: no error for a bad file" if check else None
+    if check:
+        try:
+            check_answer(out)
+        except AssertionError as e:
+            return f"{Path(path).name}: malformed answer {str(e)[:300]}"
+    return None
+
+
+def load(url: str, mix, clients: int, per_client: int, check: bool = True, deadline: float = 600) -> dict:
+    """`clients` threads, each with its own gradio_client, send `per_client` requests each, all at once."""
+    with ThreadPoolExecutor(clients) as pool:
+        conns = list(pool.map(lambda _: Client(url, verbose=False), range(clients)))
+    start, lat, errors, lock = threading.Barrier(clients + 1), [], [], threading.Lock()
+
+    def worker(i: int):
+        start.wait()
+        for j in range(per_client):
+            path, kind, expected = mix[(i * per_client + j * 7) % len(mix)]
+            t = time.perf_counter()
+            err = one_request(conns[i], url, path, kind, expected, check)
+            with lock:
+                lat.append(time.perf_counter() - t)
+                if err:
+                    errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join(timeout=max(1.0, deadline - (time.perf_counter() - t0)))
+    wall = time.perf_counter() - t0
+    done = len(lat)
+    if any(t.is_alive() for t in threads):
+        errors.append(f"{clients * per_client - done} requests unfinished after {deadline:.0f} s")
+    return dict(requests=done, seconds=wall, rps=done / wall, p50=statistics.median(lat) * 1000 if lat else float("nan"),
+                p95=percentile(lat, 0.95) * 1000 if lat else float("nan"), errors=errors)
+
+
+def sequential(client: Client, calls: int, image=EXAMPLE) -> list[float]:
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        client.predict(handle_file(str(image)), api_name="/predict")
+        times.append((time.perf_counter() - t) * 1000)
+    return times
+
+
+def models_ms(image=EXAMPLE, repeat: int = 30) -> dict[str, float]:
+    """Median forward pass of each shipped model alone on one preprocessed image, in this process."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from cifar_models.compare import load_models
+
+    out = {}
+    with torch.inference_mode():
+        for name, clf in load_models(os.environ.get("CHECKPOINT_DIR", ROOT / "checkpoints")).items():
+            x = clf.preprocess([Image.open(image)])
+            for _ in range(3):
+                clf.logits(x)
+            ts = []
+            for _ in range(repeat):
+                t = time.perf_counter()
+                clf.logits(x)
+                ts.append((time.perf_counter() - t) * 1000)
+            out[name] = statistics.median(ts)
+    return out
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--calls", type=int, default=50)
-    p.add_argument("--image", default=str(ROOT / "examples" / "cifar" / "tiger_test422.png"))
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--calls", type=int, default=50, help="sequential predict calls per app")
+    p.add_argument("--clients", type=int, default=20)
+    p.add_argument("--per-client", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3, help="load rounds per app, alternating bare and real")
+    p.add_argument("--total", type=int, default=1000, help="requests to the app before the last memory reading")
+    p.add_argument("--app", default=str(ROOT / "app.py"))
     a = p.parse_args(argv)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/"
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=dict(os.environ, GRADIO_SERVER_PORT=str(port)))
+    sys.path.insert(0, str(ROOT))
+    from cifar_models.serving import MAX_UPLOAD_MB  # noqa: E402  (cheap: no torch, no gradio)
+
+    print(f"machine: {os.cpu_count()} CPUs, load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    procs = []
     try:
-        while True:
-            try:
-                client = Client(url, verbose=False)
-                client.predict(handle_file(a.image), api_name="/predict")
-                break
-            except Exception:
-                if proc.poll() is not None or time.perf_counter() - t0 > 300:
-                    raise SystemExit("the app did not start")
-                time.sleep(0.25)
-        startup = time.perf_counter() - t0
-        times = []
-        for _ in range(a.calls):
-            t = time.perf_counter()
-            client.predict(handle_file(a.image), api_name="/predict")
-            times.append((time.perf_counter() - t) * 1000)
-        times.sort()
-        p95 = times[min(len(times) - 1, round(0.95 * len(times)) - 1)]
-        print(f"start-up to first served request: {startup:.1f} s")
-        print(f"predict (both models), {a.calls} calls: median {statistics.median(times):.0f} ms, p95 {p95:.0f} ms")
+        bare, bare_url = launch(ROOT / "scripts" / "bare_app.py")
+        procs.append(bare)
+        bare_client, bare_start = first_answer(bare, bare_url)
+        app, app_url = launch(Path(a.app))
+        procs.append(app)
+        app_client, app_start = first_answer(app, app_url)
+        print(f"start-up to first served request: app {app_start:.2f} s, bare Gradio {bare_start:.2f} s "
+              f"(+{app_start - bare_start:.2f} s)")
+
+        sequential(bare_client, 5), sequential(app_client, 5)  # warm both
+        bare_t, app_t = sequential(bare_client, a.calls), sequential(app_client, a.calls)
+        m = models_ms()
+        floor = statistics.median(bare_t) + sum(m.values())
+        print(f"one request at a time, {a.calls} calls: app p50 {statistics.median(app_t):.1f} ms, p95 "
+              f"{percentile(app_t, 0.95):.1f} ms; bare p50 {statistics.median(bare_t):.1f} ms, p95 {percentile(bare_t, 0.95):.1f} ms")
+        print(f"forward passes alone: " + ", ".join(f"{n} {v:.1f} ms" for n, v in m.items()) +
+              f"; app p50 / (bare p50 + models) = {statistics.median(app_t):.1f} / {floor:.1f} = "
+              f"{statistics.median(app_t) / floor:.2f}x")
+
+        with tempfile.TemporaryDirectory() as d:
+            mix = make_files(Path(d), MAX_UPLOAD_MB)
+            n_bad = sum(k != "ok" for _, k, _ in mix)
+            sent = 1 + 5 + a.calls
+            for _ in range(max(0, 50 - sent)):  # the memory baseline is taken after the first 50 requests
+                one_request(app_client, app_url, *mix[sent % len(mix)], check=False)
+                sent += 1
+            rss50 = rss_mb(app.pid)
+            print(f"load: {a.clients} clients x {a.per_client} requests at once; mix of {len(mix) - n_bad} valid photos "
+                  f"and {n_bad} bad files (text, truncated, empty, decompression bomb, over {MAX_UPLOAD_MB} MB)")
+            res = {"bare": [], "app": []}
+            for r in range(a.rounds):
+                for name, url in (("bare", bare_url), ("app", app_url)):
+                    out = load(url, mix, a.clients, a.per_client, check=name == "app")
+                    res[name].append(out)
+                    if name == "app":
+                        sent += out["requests"]
+                    print(f"  round {r + 1} {name:4s}: {out['rps']:5.1f} requests/s, p50 {out['p50']:6.0f} ms, "
+                          f"p95 {out['p95']:6.0f} ms, unexpected errors {len(out['errors'])}"
+                          + (f": {out['errors'][:3]}" if out["errors"] else ""))
+            med = {k: statistics.median(o["rps"] for o in v) for k, v in res.items()}
+            print(f"median requests/s: app {med['app']:.1f}, bare {med['bare']:.1f} -> app/bare = "
+                  f"{med['app'] / med['bare']:.0%}")
+            errors = sum(len(o["errors"]) for o in res["app"])
+            while sent < a.total:
+                out = load(app_url, mix, a.clients, min(a.per_client, max(1, (a.total - sent) // a.clients)))
+                sent += out["requests"]
+                errors += len(out["errors"])
+            alive = app.poll() is None
+            rss_end = rss_mb(app.pid) if alive else float("nan")
+            print(f"memory (resident) after 50 requests {rss50:.0f} MB, after {sent} requests {rss_end:.0f} MB "
+                  f"({rss_end - rss50:+.0f} MB); unexpected errors in all app load rounds: {errors}; "
+                  f"app still up: {alive and app_client.predict(handle_file(str(EXAMPLE)), api_name='/predict') is not None}")
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 if __name__ == "__main__":

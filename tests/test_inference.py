@@ -72,3 +72,52 @@ def test_cifar_preprocessing_keeps_a_32px_image_unchanged():
 
 def test_superclass_lookup(clf):
     assert clf.superclass("class_07") == "super_01"
+
+
+def _copy_checkpoint(trained_cnn, folder, **changes):
+    import json
+    import shutil
+
+    src = trained_cnn[0]
+    shutil.copy(src.with_name("cnn9.safetensors"), folder / "cnn9.safetensors")
+    meta = json.loads(src.with_name("cnn9.json").read_text())
+    for key, value in changes.items():
+        if "." in key:
+            outer, inner = key.split(".")
+            meta[outer][inner] = value
+        else:
+            meta[key] = value
+    (folder / "cnn9.json").write_text(json.dumps(meta))
+    return folder / "cnn9"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"model": "resnet_from_the_internet"}, "'model' is 'resnet_from_the_internet'"),
+    ({"class_names": "apple"}, "'class_names' must be a list"),
+    ({"superclass_of": [99] * 100}, "'superclass_of' must give"),
+    ({"data_config.mean": [0.5, 0.5]}, "'data_config.mean' and 'std'"),
+    ({"data_config.input_size": "32"}, "'data_config.input_size'"),
+    ({"calibration": {"temperature": -1}}, "'calibration.temperature'"),
+    ({"arch": {"widths": [8, 16, 32, 128]}}, "does not fit the model"),
+])
+def test_checkpoint_json_is_validated_with_a_clear_error(trained_cnn, tmp_path, changes, message):
+    from cifar_models.checkpoint import CheckpointError
+
+    path = _copy_checkpoint(trained_cnn, tmp_path, **changes)
+    with pytest.raises(CheckpointError) as e:
+        load_classifier(path)
+    assert message in str(e.value) and "cnn9." in str(e.value)
+    assert load_classifier(_copy_checkpoint(trained_cnn, tmp_path)).predict([_images()["RGB"]])  # the intact copy loads
+
+
+def test_weights_come_only_from_safetensors(trained_cnn, tmp_path):
+    import pickle
+
+    from cifar_models.checkpoint import CheckpointError
+
+    path = _copy_checkpoint(trained_cnn, tmp_path)
+    (tmp_path / "cnn9.safetensors").write_bytes(pickle.dumps({"not": "weights"}))  # a pickle in its place
+    with pytest.raises(CheckpointError, match="sha256 differs|not a readable safetensors"):
+        load_classifier(path)
+    with pytest.raises(CheckpointError):
+        load_classifier(tmp_path / "cnn9.pt")  # any other name still means NAME.safetensors + NAME.json

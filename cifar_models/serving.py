@@ -1,0 +1,88 @@
+"""How the dashboard serves many people at once: its limits, its queue settings, and a micro-batcher
+that runs concurrent requests through the models together.
+
+Importing this module is cheap (no torch, no gradio): `scripts/bare_app.py` reads the same queue
+settings from it, so the benchmark's bare Gradio app is configured exactly like the real one.
+
+Each request decodes its own upload and makes its 32x32 input in its own worker thread (Gradio runs
+up to `PREDICT_CONCURRENCY` of them at once); only the forward passes go through one
+`MicroBatcher` thread, which takes every input waiting at that moment (up to `MAX_BATCH`) and
+runs them as one batch. A lone request is never held back to wait for company, so a single
+request costs what it did before; under load the forward passes are shared instead of queued.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable, Sequence
+
+MAX_UPLOAD_MB = int(os.environ.get("MAX_UPLOAD_MB", 20))
+MAX_FILE_SIZE = f"{MAX_UPLOAD_MB}mb"  # Gradio's max_file_size: refused while streaming, before being read
+DELETE_CACHE = (600, 1800)  # every 10 min, delete uploads older than 30 min (Gradio's delete_cache)
+MAX_BATCH = 16  # inputs per forward pass at most
+PREDICT_CONCURRENCY = 24  # requests decoding / waiting for their batch at once (>= the clients served at once)
+HEATMAP_CONCURRENCY = 1  # Grad-CAM is heavier and rarer: one at a time, on its own queue slot
+QUEUE = dict(default_concurrency_limit=1, max_size=64)  # demo.queue(**QUEUE), the bare benchmark app too
+
+
+class MicroBatcher:
+    """Calls fn(items) -> results (one per item, same order) on one background thread, with every item
+    submitted while the previous call ran. submit() blocks until its own result is ready and raises
+    what fn raised for its batch. Thread-safe; the thread starts on the first submit."""
+
+    def __init__(self, fn: Callable[[list], Sequence[Any]], max_batch: int = MAX_BATCH, name: str = "micro-batcher"):
+        self.fn, self.max_batch, self.name = fn, max_batch, name
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.batches = 0  # forward calls so far, and the largest batch (for tests and the benchmark)
+        self.largest = 0
+
+    def submit(self, item) -> Any:
+        future: Future = Future()
+        self._queue.put((item, future))
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                    self._thread.start()
+        return future.result()
+
+    def _run(self) -> None:
+        while True:
+            work = [self._queue.get()]  # wait for the first item, then take whatever else is already waiting
+            while len(work) < self.max_batch:
+                try:
+                    work.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            work = [(item, f) for item, f in work if f.set_running_or_notify_cancel()]
+            if not work:
+                continue
+            self.batches += 1
+            self.largest = max(self.largest, len(work))
+            try:
+                results = self.fn([item for item, _ in work])
+                if len(results) != len(work):
+                    raise RuntimeError(f"{self.name}: {len(results)} results for {len(work)} inputs")
+            except BaseException as e:  # every waiting request gets the error; the thread keeps serving
+                for _, f in work:
+                    f.set_exception(e)
+                continue
+            for (_, f), r in zip(work, results):
+                f.set_result(r)
+
+
+def is_within(path, roots) -> bool:
+    """Whether `path`, with symbolic links and '..' resolved, lies inside one of the folders `roots`."""
+    try:
+        real = os.path.realpath(os.fspath(path))
+    except (TypeError, ValueError, OSError):
+        return False
+    for root in roots:
+        root = os.path.realpath(os.fspath(root))
+        if os.path.commonpath([real, root]) == root:
+            return True
+    return False
