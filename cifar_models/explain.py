@@ -23,6 +23,7 @@ from PIL import Image
 
 from .data import to_model_input
 from .inference import Classifier, to_rgb
+from .models import explain_split
 
 
 def _crop_box(w: int, h: int) -> tuple[int, int, int]:
@@ -36,17 +37,20 @@ def _resize_map(cam: np.ndarray, size: tuple[int, int], resample=Image.Resamplin
     return np.asarray(Image.fromarray(np.float32(cam), "F").resize(size, resample), dtype=np.float32)
 
 
-def class_activation(model: torch.nn.Module, x: torch.Tensor, class_index: int | None = None) -> tuple[np.ndarray, int]:
+def class_activation(model: torch.nn.Module, x: torch.Tensor, class_index: int | None = None,
+                     split=None) -> tuple[np.ndarray, int]:
     """Grad-CAM of one model input x (1, 3, S, S) at the feature map's resolution, in [0, 1], and the class
-    it explains (class_index, or the top-1 when None). The model must be in eval mode; it is not modified."""
+    it explains (class_index, or the top-1 when None). The model must be in eval mode; it is not modified.
+    split: (features, head) from the model's registry entry (default: forward_features / forward_head)."""
+    forward_features, forward_head = split or (model.forward_features, model.forward_head)
     if model.training:
         raise ValueError("Grad-CAM needs the model in eval mode (train-mode batch norm would update its statistics)")
     with torch.inference_mode(False), torch.enable_grad():
         x = x.clone()  # an inference-mode tensor cannot take part in autograd
         with torch.no_grad():
-            features = model.forward_features(x)
+            features = forward_features(x)
         a = features.detach().clone().requires_grad_(True)  # the only leaf autograd differentiates towards
-        logits = model.forward_head(a)
+        logits = forward_head(a)
         c = int(logits[0].argmax()) if class_index is None else int(class_index)
         (grad,) = torch.autograd.grad(logits[0, c], a)
     weights = grad.float().mean(dim=(2, 3), keepdim=True)  # (1, C, 1, 1)
@@ -63,7 +67,7 @@ def gradcam(clf: Classifier, image: Image.Image, class_index: int | None = None)
         raise ValueError(f"class_index {class_index} out of range 0..{len(clf.classes) - 1}")
     with torch.inference_mode(False):
         x = to_model_input(clf.preprocess([image]).to(clf.device), clf.data_config)
-    heat, _ = class_activation(clf.model, x, class_index)
+    heat, _ = class_activation(clf.model, x, class_index, explain_split(clf.name, clf.model))
     w, h = to_rgb(image).size
     left, top, s = _crop_box(w, h)
     out = np.zeros((h, w), dtype=np.float32)

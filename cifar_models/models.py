@@ -7,7 +7,8 @@ An entry holds
 - `title`, `color`, `description`: how the dashboard shows it;
 - `stages(model)`: the network as a list of modules applied in order (the last is the classifier), so a
   recipe can freeze the first k stages and train the rest on their cached output;
-- Grad-CAM uses each network's `forward_features` (last spatial map) / `forward_head` split;
+- `explain_split(model)` -> (features, head): where Grad-CAM looks, the last spatial feature map and the
+  rest of the network (default: timm's `forward_features` / `forward_head`, which cnn9 has too);
 - `recipes`: named recipes ("default" for a GPU, "cpu", ...), overrides of `recipes.COMMON`.
 
     register(ModelEntry(...))        add a model (a test can register a toy one)
@@ -40,6 +41,7 @@ class ModelEntry:
     color: str = "#555555"
     recipes: dict[str, dict] = field(default_factory=dict)
     stages: Callable[[nn.Module], list[nn.Module]] | None = None  # None: default_stages
+    explain_split: Callable[[nn.Module], tuple[Callable, Callable]] | None = None  # None: forward_features/_head
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -76,6 +78,12 @@ def build_model(name: str, arch: dict | None = None, pretrained: str | None = No
 def model_stages(name: str, model: nn.Module) -> list[nn.Module]:
     entry = get_entry(name)
     return (entry.stages or default_stages)(model)
+
+
+def explain_split(name: str, model: nn.Module) -> tuple[Callable, Callable]:
+    """(features, head) of a network for Grad-CAM: the map it weighs, and the logits computed from it."""
+    split = get_entry(name).explain_split
+    return split(model) if split else (model.forward_features, model.forward_head)
 
 
 def count_params(model: nn.Module) -> int:
