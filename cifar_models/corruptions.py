@@ -70,12 +70,18 @@ TITLES: dict[str, str] = {
 }
 
 UNITS: dict[str, str] = {
-    "rotation": "±{}°", "occlusion": "square {:.0%} of the side", "gaussian_blur": "σ {} px",
+    "rotation": "±{}°", "occlusion": "square {:.0%} of side", "gaussian_blur": "σ {} px",
     "pixelate": "{:.0%} resolution", "brightness": "value +{}", "darkness": "× {}", "contrast": "contrast × {}",
     "gaussian_noise": "σ {}", "jpeg": "quality {}",
 }
 
 OCCLUSION_FILL = 128  # mid-grey
+
+
+def scale(name: str) -> str:
+    """'severity 1 → 5: σ 0.4 px … σ 1.0 px' (for a control's help text)."""
+    first, last = (UNITS[name].format(PARAMS[name][i]) for i in (0, -1))
+    return f"severity 1 → 5: {first} … {last}"
 
 
 def describe(name: str, severity: int) -> str:
