@@ -41,7 +41,8 @@ def main(argv=None):
     p.add_argument("--limit", type=int, help="evaluate on about N test images (stratified), for quick checks")
     p.add_argument("--out", help="report path (default: NAME.eval.json beside the checkpoint)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--batch-size", type=int, help="images per forward pass (default 250; 100 with --corruptions, "
+                   "faster for EfficientNet-B0 at 224 px on a CPU)")
     p.add_argument("--no-verify", action="store_true", help="skip the md5 check")
     p.add_argument("--corruptions", action="store_true",
                    help="run only the corruption benchmark and merge it into the report")
@@ -52,6 +53,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.corruptions and a.limit:
         p.error("--limit applies to the plain evaluation; use --corruption-limit with --corruptions")
+    a.batch_size = a.batch_size or (100 if a.corruptions else 250)
 
     clf = load_classifier(a.checkpoint, device=a.device)
     data = load_cifar100(a.data_dir, verify=not a.no_verify)
