@@ -129,7 +129,7 @@ def build(models, reports: dict | None = None) -> gr.Blocks:
                                                          elem_id=f"cam-{name}", interactive=False))
                                     radios.append(radio)
                                     outputs += [bars, caption, radio]
-                robustness_panel(models, image)
+                wire_robustness = robustness_panel(models, image)
                 gr.Markdown("## How they were trained")
                 with gr.Row(equal_height=True):
                     for name in MODEL_NAMES:
@@ -153,6 +153,7 @@ def build(models, reports: dict | None = None) -> gr.Blocks:
         for name, radio, cam in zip(MODEL_NAMES, radios, cams):
             radio.input(lambda p, on, c, n=name: heat_maps(p, on, c, names=(n,))[0], [image, cam_on, radio], cam,
                         preprocess=False, api_visibility="private", **ON_MODELS)
+        wire_robustness()
         if gallery is not None:
             def pick(evt: gr.SelectData):  # a disagreement clicked: run it through the main comparison
                 return gallery[1][evt.index][0], gr.Tabs(selected="compare")
@@ -191,11 +192,14 @@ def analysis_view(reports: dict):
 
 
 # ----------------------------------------------------------------------------- robustness lab
-def robustness_panel(models: dict, image: gr.Image) -> None:
-    """Corrupt the current image (one slider per corruption, 0 = off) and re-run every model on it at once."""
+def robustness_panel(models: dict, image: gr.Image):
+    """Corrupt the current image (one slider per corruption, 0 = off) and re-run every model on it at once.
+    Lays the panel out; returns the function that wires its events, to be called after the main prediction's
+    (so that on a new image the main prediction is queued first). Nothing runs while the panel is closed."""
     names = list(CORRUPTIONS)
+    lab_open = gr.State(False)
     with gr.Accordion("Robustness lab: corrupt the image and see which model holds up", open=False,
-                      elem_id="robustness"):
+                      elem_id="robustness") as lab:
         gr.Markdown("The same corruptions, at the same five severities, as the *Analysis* tab's accuracy curves "
                     "(in the spirit of CIFAR-100-C, Hendrycks & Dietterich 2019). They are applied to the 32x32 "
                     "image the models see; several at once are applied in the order listed.")
@@ -220,8 +224,8 @@ def robustness_panel(models: dict, image: gr.Image) -> None:
         with gr.Row(equal_height=True):
             bars = [gr.Plot(show_label=False, elem_id=f"robust-bars-{n}") for n in models]
 
-    def run(payload, seed_value, *severities):
-        if payload is None:
+    def run(payload, is_open, seed_value, *severities):
+        if payload is None or not is_open:
             return [gr.skip()] * (3 + len(models))
         try:
             photo, _ = read_upload(payload)
@@ -234,10 +238,15 @@ def robustness_panel(models: dict, image: gr.Image) -> None:
             out.append(topk_bars(top, name, f"{name}: top-5 on the corrupted image"))
         return out
 
-    gr.on([image.change, seed.change, *[s.change for s in sliders]], run, [image, seed, *sliders],
-          [original, corrupted, summary, *bars], preprocess=False, trigger_mode="always_last",
-          show_progress="minimal", api_visibility="private", **ON_MODELS)
-    reset.click(lambda: [0] * len(sliders), None, sliders, api_visibility="private")
+    def wire():
+        event = dict(fn=run, inputs=[image, lab_open, seed, *sliders], outputs=[original, corrupted, summary, *bars],
+                  preprocess=False, show_progress="minimal", api_visibility="private", **ON_MODELS)
+        lab.expand(lambda: True, None, lab_open, api_visibility="private").then(**event)
+        lab.collapse(lambda: False, None, lab_open, api_visibility="private")
+        gr.on([image.change, seed.change, *[s.change for s in sliders]], trigger_mode="always_last", **event)
+        reset.click(lambda: [0] * len(sliders), None, sliders, api_visibility="private")
+
+    return wire
 
 
 # ----------------------------------------------------------------------------- live webcam

@@ -141,7 +141,7 @@ def test_twenty_clients_at_once_are_all_served(app_url):
 def test_missing_checkpoint_stops_with_one_clear_message(tmp_path):
     env = dict(os.environ, CHECKPOINT_DIR=str(tmp_path), GRADIO_SERVER_PORT=str(free_port()))
     out = subprocess.run([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=120)
+                         timeout=float(os.environ.get("APP_START_TIMEOUT", 600)))
     assert out.returncode != 0
     assert f"{tmp_path / 'cnn9.safetensors'} not found" in out.stderr and "scripts/train.py" in out.stderr
     assert "Traceback" not in out.stderr
@@ -153,7 +153,7 @@ def test_corrupt_checkpoint_stops_with_one_clear_message(tmp_path):
     (tmp_path / "efficientnet_b0.json").write_text("{ not json")
     env = dict(os.environ, CHECKPOINT_DIR=str(tmp_path), GRADIO_SERVER_PORT=str(free_port()))
     out = subprocess.run([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=120)
+                         timeout=float(os.environ.get("APP_START_TIMEOUT", 600)))
     assert out.returncode != 0 and "efficientnet_b0.json is not valid JSON" in out.stderr
     assert "Traceback" not in out.stderr
 
@@ -237,9 +237,12 @@ def test_browser_robustness_lab_and_live_webcam(app_url):
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
         page.goto(app_url, wait_until="load")
 
-        # --- Robustness lab: upload, then corrupt; both models' bars must change, the corrupted image differ.
-        page.get_by_text("Robustness lab").click()
+        # --- Robustness lab: upload, open the lab, then corrupt; both models' bars must change, the image differ.
+        shown = "() => document.querySelector('#agreement')?.innerText"
+        before = page.evaluate(shown)
         page.locator("input[type=file]").first.set_input_files(str(ROOT / "examples" / "cifar" / "tiger_test422.png"))
+        page.wait_for_function(f"({shown})() !== {before!r}", timeout=120_000)
+        page.get_by_text("Robustness lab").click()
         summary = "() => document.querySelector('#robust-summary')?.innerText || ''"
         page.wait_for_function(f"({summary})().includes('No corruption applied')", timeout=120_000)
         bars = ("() => [...document.querySelectorAll('[id^=robust-bars-] .js-plotly-plot')]"
@@ -296,11 +299,12 @@ def test_browser_robustness_lab_and_live_webcam(app_url):
         if line and line not in updates:
             updates[line] = (t / 1000, tops)
     rate = len(updates) / seconds
-    ages = []  # how old each shown frame was when its result was shown: small if the newest frame always wins
+    ages, work = [], []  # how old each shown frame was when its result was shown; the server's time on it
     for line, (shown, _) in updates.items():
         fid = line.rsplit("frame ", 1)[-1].strip()
         if fid in posts:
             ages.append(shown - posts[fid])
+            work.append(float(line.split("last frame ", 1)[1].split(" ms", 1)[0]) / 1000)
     age_ms = f"median {statistics.median(ages) * 1000:.0f} ms, max {max(ages) * 1000:.0f} ms" if ages else "none matched"
     print(f"\nlive webcam: {len(updates)} updates in {seconds} s = {rate:.1f}/s; {len(posts)} frames sent; "
           f"frame age when shown: {age_ms}; {after_stop} updates after Stop; load {os.getloadavg()[0]:.1f}")
@@ -313,7 +317,9 @@ def test_browser_robustness_lab_and_live_webcam(app_url):
         assert rate >= LIVE_MIN_UPDATES, f"{rate:.1f} updates/s < {LIVE_MIN_UPDATES} (load {load:.1f})"
     assert len({tops for _, tops in updates.values()}) > 1, "the predictions never changed while streaming"
     assert len(ages) >= 0.8 * len(updates), "shown results do not match frames the browser sent"
-    # no backlog: results are always for a recent frame, late in the stream as early on, and stop with the camera
+    # No backlog: a shown result is for a frame at most about two frames' work old (the one being worked on when
+    # it was sent, then its own), late in the stream as early on; a queue would make the age grow frame by frame.
+    budget = 3 * statistics.median(work) + 0.5
     late = ages[len(ages) // 2:]
-    assert statistics.median(late) < 1.0 and max(late) < 2.0, ages
+    assert statistics.median(late) <= budget and max(late) <= 2 * budget, (ages, work)
     assert after_stop <= 1
