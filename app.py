@@ -11,6 +11,7 @@ import functools
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -19,10 +20,14 @@ from PIL import Image
 
 from cifar_models import serving
 from cifar_models.checkpoint import CheckpointError
-from cifar_models.compare import (MODEL_NAMES, BatchedCompare, agreement_line, confusions_table,
+from cifar_models.compare import (MODEL_NAMES, BatchedCompare, agreement_line, compare, confusions_table,
                                   disagreements, explain, load_models, load_reports, model_card, title)
+from cifar_models.corruptions import CORRUPTIONS, scale
+from cifar_models.corruptions import TITLES as CORRUPTION_TITLES
 from cifar_models.images import ImageInputError, open_image
-from cifar_models.plots import per_class_accuracy, reliability_diagram, topk_bars, training_curves
+from cifar_models.plots import corruption_curves, per_class_accuracy, reliability_diagram, topk_bars, training_curves
+from cifar_models.robustness import corrupted_comparison, robustness_summary, to_display
+from cifar_models.webcam import RateMeter, frame_id, live_predictions
 
 HERE = Path(__file__).resolve().parent
 CHECKPOINT_DIR = Path(os.environ.get("CHECKPOINT_DIR", HERE / "checkpoints"))
@@ -156,6 +161,7 @@ def build(models, reports: dict | None = None) -> gr.Blocks:
                                                          elem_id=f"cam-{name}", interactive=False))
                                     radios.append(radio)
                                     outputs += [bars, caption, radio]
+                wire_robustness = robustness_panel(models, image)
                 gr.Markdown("## How they were trained")
                 with gr.Row(equal_height=True):
                     for name in MODEL_NAMES:
@@ -164,8 +170,11 @@ def build(models, reports: dict | None = None) -> gr.Blocks:
                 with gr.Row(equal_height=True):
                     gr.Plot(training_curves(histories, "acc"), show_label=False, elem_id="curve-acc")
                     gr.Plot(training_curves(histories, "loss"), show_label=False, elem_id="curve-loss")
+            with gr.Tab("Live webcam", id="webcam"):
+                webcam_view(models)
             with gr.Tab("Analysis", id="analysis"):
                 gallery = analysis_view(reports)
+                corruption_view(reports)
 
         # Plain prediction on every image change (upload, drop, paste, webcam, example click); heat maps after it,
         # only when asked for, so they never slow the prediction down.
@@ -176,6 +185,7 @@ def build(models, reports: dict | None = None) -> gr.Blocks:
         for name, radio, cam in zip(MODEL_NAMES, radios, cams):
             radio.input(lambda p, on, c, n=name: heat_maps(p, on, c, names=(n,))[0], [image, cam_on, radio], cam,
                         preprocess=False, api_visibility="private", **ON_HEATMAPS)
+        wire_robustness()
         if gallery is not None:
             def pick(evt: gr.SelectData):  # a disagreement clicked: run it through the main comparison
                 return gallery[1][evt.index][0], gr.Tabs(selected="compare")
@@ -212,6 +222,121 @@ def analysis_view(reports: dict):
     gallery = gr.Gallery(items, label="Test images the two models disagree on, with raw (uncalibrated) confidences: click one to compare", columns=8,
                          height=420, allow_preview=False, elem_id="disagreements")
     return gallery, items
+
+
+# ----------------------------------------------------------------------------- robustness lab
+def robustness_panel(models: dict, image: gr.Image):
+    """Corrupt the current image (one slider per corruption, 0 = off) and re-run every model on it at once.
+    Lays the panel out; returns the function that wires its events, to be called after the main prediction's
+    (so that on a new image the main prediction is queued first). Nothing runs while the panel is closed."""
+    names = list(CORRUPTIONS)
+    lab_open = gr.State(False)
+    with gr.Accordion("Robustness lab: corrupt the image and see which model holds up", open=False,
+                      elem_id="robustness") as lab:
+        gr.Markdown("The same corruptions, at the same five severities, as the *Analysis* tab's accuracy curves "
+                    "(in the spirit of CIFAR-100-C, Hendrycks & Dietterich 2019). They are applied to the 32x32 "
+                    "image the models see; several at once are applied in the order listed.")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                sliders = []
+                for i in range(0, len(names), 3):
+                    with gr.Row(equal_height=True):
+                        sliders += [gr.Slider(0, 5, value=0, step=1, label=CORRUPTION_TITLES[n], info=scale(n),
+                                              elem_id=f"sev-{n}", min_width=180) for n in names[i:i + 3]]
+                with gr.Row(equal_height=True):
+                    seed = gr.Number(0, precision=0, minimum=0, label="Seed (noise, rotation direction, occluder place)",
+                                     elem_id="robust-seed")
+                    reset = gr.Button("All off", size="sm")
+            with gr.Column(scale=2, min_width=300):
+                with gr.Row(equal_height=True):
+                    original = gr.Image(label="What the models see (32x32)", interactive=False, height=180,
+                                        elem_id="robust-original", buttons=[])
+                    corrupted = gr.Image(label="Corrupted", interactive=False, height=180, elem_id="robust-corrupted",
+                                         buttons=[])
+                summary = gr.Markdown(elem_id="robust-summary")
+        with gr.Row(equal_height=True):
+            bars = [gr.Plot(show_label=False, elem_id=f"robust-bars-{n}") for n in models]
+
+    def run(payload, is_open, seed_value, *severities):
+        if payload is None or not is_open:
+            return [gr.skip()] * (3 + len(models))
+        try:
+            photo, _ = read_upload(payload)
+        except gr.Error as e:  # the main prediction already shows the message as a pop-up
+            return [None, None, f"⚠️ {e.message}"] + [None] * len(models)
+        r = corrupted_comparison(MODELS, photo, dict(zip(names, severities)), int(seed_value or 0))
+        out = [to_display(r["original"]), to_display(r["corrupted"]), robustness_summary(r, TITLES)]
+        for name in models:
+            top = [(t["label"], t["probability"]) for t in r["models"][name]["top"]]
+            out.append(topk_bars(top, name, f"{name}: top-5 on the corrupted image"))
+        return out
+
+    def wire():
+        event = dict(fn=run, inputs=[image, lab_open, seed, *sliders], outputs=[original, corrupted, summary, *bars],
+                  preprocess=False, show_progress="minimal", api_visibility="private", **ON_MODELS)
+        lab.expand(lambda: True, None, lab_open, api_visibility="private").then(**event)
+        lab.collapse(lambda: False, None, lab_open, api_visibility="private")
+        gr.on([image.change, seed.change, *[s.change for s in sliders]], trigger_mode="always_last", **event)
+        reset.click(lambda: [0] * len(sliders), None, sliders, api_visibility="private")
+
+    return wire
+
+
+# ----------------------------------------------------------------------------- live webcam
+LIVE = dict(stream_every=0.05,  # a frame every 50 ms at most; the server only ever keeps a stream's newest frame
+            time_limit=300,     # one stream runs up to 5 minutes (Record again to continue)...
+            concurrency_id="webcam", concurrency_limit=2)  # ...and at most two at once, beside uploads
+METER = RateMeter()
+
+
+def webcam_view(models: dict) -> None:
+    gr.Markdown("Click the camera, allow access, then **Record**: every model's top-5 follows the picture live. "
+                "Frames are reduced to the models' 32x32 input first, and a slow frame is simply skipped "
+                "(the newest one always wins). For a single snapshot, use the camera of the *Compare* tab.")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=300):
+            cam = gr.Image(sources=["webcam"], streaming=True, label="Webcam", elem_id="webcam", height=320,
+                           webcam_options=gr.WebcamOptions(constraints={
+                               "video": {"width": {"ideal": 320}, "height": {"ideal": 240}}}))
+        with gr.Column(scale=3):
+            status = gr.Markdown("Not streaming.", elem_id="live-status")
+            with gr.Row(equal_height=True):
+                labels = [gr.Label(num_top_classes=5, label=TITLES.get(n, n), elem_id=f"live-{n}") for n in models]
+
+    def frame(payload, request: gr.Request):
+        if payload is None:
+            return [gr.skip()] * (1 + len(labels))
+        try:
+            tops, ms = live_predictions(MODELS, payload)
+        except ImageInputError as e:  # one bad frame: say so and keep streaming
+            return [f"⚠️ {e}"] + [gr.skip()] * len(labels)
+        rate = METER.tick(getattr(request, "session_hash", None) or "?")
+        now = time.time()
+        line = (f"Live · {rate:.1f} updates/s · last frame {ms:.0f} ms (decode + {len(tops)} models) · "
+                f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now * 1000) % 1000:03d} · frame {frame_id(payload)}")
+        return [line] + [tops[n] for n in models]
+
+    cam.stream(frame, cam, [status, *labels], preprocess=False, show_progress="hidden", api_visibility="private",
+               **LIVE)
+
+
+def corruption_view(reports: dict) -> None:
+    """Accuracy against severity for every model that has corruption figures in its NAME.eval.json."""
+    have = {n: r for n, r in reports.items() if r.get("corruptions")}
+    gr.Markdown("## Robustness to corruptions")
+    if not have:
+        gr.Markdown("No corruption figures yet: run `python scripts/evaluate.py --checkpoint checkpoints/NAME "
+                    "--corruptions` for each model.")
+        return
+    rows = ["| model | clean top-1 (same images) | mean corruption accuracy (mCA) | mCA / clean | test images |",
+            "|---|---|---|---|---|"]
+    for n, r in have.items():
+        ev = r["corruption_eval"]
+        rows.append(f"| {TITLES.get(n, n)} | {ev['clean_top1']:.1%} | **{r['corruption_mca']:.1%}** | "
+                    f"{r['corruption_mca'] / ev['clean_top1']:.0%} | {ev['test_images']:,} (seed {ev['seed']}) |")
+    gr.Markdown("Top-1 on test images corrupted on the fly (`scripts/evaluate.py --corruptions`): each corruption "
+                "of the Robustness lab at severities 1-5; mCA is the mean over all of them.\n\n" + "\n".join(rows))
+    gr.Plot(corruption_curves(have, TITLES), show_label=False, elem_id="corruption-curves")
 
 
 if __name__ == "__main__":

@@ -96,3 +96,35 @@ def per_class_accuracy(reports: dict[str, dict]) -> go.Figure:
     fig.update_yaxes(range=[0, 1], tickformat=".0%", title="test accuracy")
     return _layout(fig, 480, title=dict(text="Per-class test accuracy (sort with the buttons)", x=0.02, y=0.97),
                    legend=dict(orientation="h", y=1.1, x=1, xanchor="right"), margin=dict(l=10, r=20, t=90, b=120))
+
+
+def corruption_curves(reports: dict[str, dict], titles: dict[str, str] | None = None, cols: int = 3) -> go.Figure:
+    """Test top-1 against corruption severity, one small chart per corruption, every model in each
+    (severity 0 = the same test images uncorrupted). From the reports' `corruptions` keys."""
+    from plotly.subplots import make_subplots
+
+    from .corruptions import TITLES
+
+    reports = {n: r for n, r in reports.items() if r.get("corruptions")}
+    names = list(dict.fromkeys(c for r in reports.values() for c in r["corruptions"]))
+    rows = max(1, -(-len(names) // cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[TITLES.get(c, c) for c in names],
+                        shared_yaxes=True, vertical_spacing=0.12, horizontal_spacing=0.04)
+    for m, (model, r) in enumerate(reports.items()):
+        clean = r["corruption_eval"]["clean_top1"]
+        for i, c in enumerate(names):
+            if c not in r["corruptions"]:
+                continue
+            acc = [clean] + list(r["corruptions"][c])
+            fig.add_trace(go.Scatter(
+                x=list(range(len(acc))), y=acc, mode="lines+markers", name=(titles or {}).get(model, model),
+                legendgroup=model, showlegend=i == 0, line=dict(color=COLORS.get(model)), marker=dict(size=6),
+                hovertemplate=f"{model}<br>severity %{{x}}<br>top-1 %{{y:.1%}}<extra>{TITLES.get(c, c)}</extra>"),
+                row=i // cols + 1, col=i % cols + 1)
+    fig.update_xaxes(tickvals=list(range(6)), ticktext=["clean", "1", "2", "3", "4", "5"])
+    fig.update_yaxes(range=[0, 1], tickformat=".0%")
+    n = {r["corruption_eval"]["test_images"] for r in reports.values()}
+    return _layout(fig, 260 * rows + 80, title=dict(
+        text=f"Test top-1 against corruption severity ({', '.join(f'{k:,}' for k in sorted(n))} test images)", x=0.02),
+        legend=dict(orientation="h", y=1.0 + 0.35 / rows, x=1, xanchor="right"), hovermode="closest",
+        margin=dict(l=10, r=20, t=110, b=30))

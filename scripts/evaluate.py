@@ -1,10 +1,17 @@
 """Evaluate a checkpoint on the CIFAR-100 test set:
     python scripts/evaluate.py --checkpoint checkpoints/cnn9 [--data-dir DIR] [--limit N]
+    python scripts/evaluate.py --checkpoint checkpoints/cnn9 --corruptions [--corruption-limit N] [--seed S]
 
 Prints top-1/top-5, NLL, ECE and the worst classes; writes the full report (per-class accuracy,
 confusion matrix, reliability bins, every image's top-1...) as JSON next to the checkpoint
 (NAME.eval.json, which the app loads) or to --out. It also fits a temperature on the validation
-split and, for a full (not --limit) run, stores it and the test metrics in the checkpoint JSON."""
+split and, for a full (not --limit) run, stores it and the test metrics in the checkpoint JSON.
+
+--corruptions runs only the corruption benchmark: test top-1 under every corruption of
+cifar_models/corruptions.py at severities 1-5 (generated on the fly from a seeded, stratified
+subset of the test set: --corruption-limit images, 0 = all 10,000), their mean (mCA) and the clean
+top-1 on the same images, merged into the existing report (its other keys are kept). A plain run
+keeps those figures when they belong to the same weights and drops them otherwise."""
 import argparse
 import json
 import sys
@@ -17,8 +24,14 @@ import torch  # noqa: E402
 
 from cifar_models import load_classifier, load_cifar100  # noqa: E402
 from cifar_models.checkpoint import atomic_write_json, checkpoint_paths, update_meta  # noqa: E402
-from cifar_models.data import stratified_subset  # noqa: E402
+from cifar_models.data import indices_digest, stratified_subset  # noqa: E402
 from cifar_models.evaluation import evaluate_classifier, validation_split  # noqa: E402
+from cifar_models.robustness import (REPORT_KEYS, corruption_subset, evaluate_corruptions,  # noqa: E402
+                                     stale_corruption_keys)
+
+# Sized so that both shipped models' full corruption run fits in 30 minutes on a 2-core CPU
+# (EfficientNet-B0 at 224 px, fp32, is the slow one: 46 passes over the subset); see README.
+DEFAULT_CORRUPTION_LIMIT = 1000
 
 
 def main(argv=None):
@@ -28,19 +41,32 @@ def main(argv=None):
     p.add_argument("--limit", type=int, help="evaluate on about N test images (stratified), for quick checks")
     p.add_argument("--out", help="report path (default: NAME.eval.json beside the checkpoint)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--batch-size", type=int, help="images per forward pass (default 250; 100 with --corruptions, "
+                   "faster for EfficientNet-B0 at 224 px on a CPU)")
     p.add_argument("--no-verify", action="store_true", help="skip the md5 check")
     p.add_argument("--photo", action="store_true", help="only the photo-robustness check: top-1 on photo-like "
                    "versions of the images (upscaled, JPEG, seeded) beside the 32 px originals, saved as 'photo' "
-                   "in NAME.eval.json")
+                   "in NAME.eval.json (run it after a plain evaluation, which rewrites the file)")
     p.add_argument("--split", choices=["test", "validation"], default="test",
                    help="--photo on the validation split (for choosing) or the test set (for reporting)")
+    p.add_argument("--corruptions", action="store_true",
+                   help="run only the corruption benchmark and merge it into the report")
+    p.add_argument("--corruption-limit", type=int, default=DEFAULT_CORRUPTION_LIMIT,
+                   help=f"test images for --corruptions, stratified (default {DEFAULT_CORRUPTION_LIMIT}; 0 = all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --corruptions subset and corruptions")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
+    if a.corruptions and a.limit:
+        p.error("--limit applies to the plain evaluation; use --corruption-limit with --corruptions")
+    a.batch_size = a.batch_size or (100 if a.corruptions else 250)
     if a.photo:
         return photo(a)
 
     clf = load_classifier(a.checkpoint, device=a.device)
     data = load_cifar100(a.data_dir, verify=not a.no_verify)
+    js = checkpoint_paths(a.checkpoint)[1]
+    if a.corruptions:
+        return corruption_run(a, clf, data, Path(a.out) if a.out else js.with_suffix(".eval.json"))
     test = data.test
     if a.limit:
         test = test.take(stratified_subset(test.labels.numpy(), a.limit))
@@ -61,9 +87,16 @@ def main(argv=None):
     print(f"temperature {cal['temperature']:.3f} (fitted on {len(val)} validation images): test NLL "
           f"{cal['test']['before']['nll']:.3f} -> {cal['test']['after']['nll']:.3f}, ECE "
           f"{cal['test']['before']['ece']:.3f} -> {cal['test']['after']['ece']:.3f}")
-    js = checkpoint_paths(a.checkpoint)[1]
     default_out = js.with_suffix(".eval.json") if not a.limit else js.with_suffix(f".eval-limit{a.limit}.json")
     out = Path(a.out) if a.out else default_out
+    if out.is_file():  # keep the corruption figures of these same weights (a --corruptions run is slow)
+        old = json.loads(out.read_text())
+        if any(k in old for k in REPORT_KEYS):
+            if stale_corruption_keys(old, clf.meta):
+                print(f"dropped the corruption figures in {out}: they were computed for other weights "
+                      f"(run again with --corruptions)")
+            else:
+                report.update({k: old[k] for k in REPORT_KEYS if k in old})
     atomic_write_json(out, report, indent=None)
     print(f"wrote {out}")
     if not a.limit:  # a full evaluation also updates the checkpoint's test metrics and temperature
@@ -92,6 +125,28 @@ def photo(a) -> dict:
         atomic_write_json(path, dict(report, photo=r), indent=None)
         print(f"wrote the photo report into {path}")
     return r
+
+
+def corruption_run(a, clf, data, out: Path) -> dict:
+    test, idx = corruption_subset(data.test, a.corruption_limit, a.seed)
+    subset = dict(kind="all") if len(test) == len(data.test) else dict(
+        kind="stratified", per_class=len(test) // len(clf.classes), seed=a.seed, indices_sha256_16=indices_digest(idx))
+    print(f"{clf.name}: corruption benchmark on {len(test)} of {len(data.test)} test images "
+          f"({subset['kind']}, seed {a.seed}), {a.device}")
+    res = evaluate_corruptions(clf, test, seed=a.seed, batch_size=a.batch_size, progress=not a.no_progress,
+                               subset=subset)
+    ev = res["corruption_eval"]
+    print(f"clean top-1 on these images {ev['clean_top1']:.2%}; top-1 at severity 1..5:")
+    for name, row in res["corruptions"].items():
+        print(f"  {name:15s} " + "  ".join(f"{v:6.2%}" for v in row))
+    print(f"mean corruption accuracy (mCA) {res['corruption_mca']:.2%} ({ev['relative_mca']:.1%} of clean); "
+          f"{ev['seconds']:.0f} s, {ev['images_per_second']:.0f} images/s")
+    existed = out.is_file()
+    report = json.loads(out.read_text()) if existed else dict(model=clf.name, checkpoint=str(a.checkpoint))
+    report.update(res)
+    atomic_write_json(out, report, indent=None)
+    print(f"wrote {out} (" + ("merged into the existing report" if existed else "a new file: run without --corruptions for the rest") + ")")
+    return report
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def app_url():
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 300  # generous: a shared, loaded CI machine can be very slow
+    deadline = time.time() + float(os.environ.get("APP_START_TIMEOUT", 600))  # a busy 2-core CPU starts it slowly
     while True:
         if proc.poll() is not None:
             pytest.fail(f"app exited: {proc.stdout.read()}")
@@ -46,7 +46,7 @@ def app_url():
         except OSError:
             if time.time() > deadline:
                 proc.kill()
-                pytest.fail("the app did not open its port within 300 s")
+                pytest.fail(f"app did not start listening within {os.environ.get('APP_START_TIMEOUT', 600)} s")
             time.sleep(0.5)
     yield url
     assert proc.poll() is None, "the app died during the tests"
@@ -222,7 +222,7 @@ def test_listens_on_loopback_only(app_url):
 def test_missing_checkpoint_stops_with_one_clear_message(tmp_path):
     env = dict(os.environ, CHECKPOINT_DIR=str(tmp_path), GRADIO_SERVER_PORT=str(free_port()))
     out = subprocess.run([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=300)
+                         timeout=float(os.environ.get("APP_START_TIMEOUT", 600)))
     assert out.returncode != 0
     assert f"{tmp_path / 'cnn9.safetensors'} not found" in out.stderr and "scripts/train.py" in out.stderr
     assert "Traceback" not in out.stderr
@@ -234,7 +234,7 @@ def test_corrupt_checkpoint_stops_with_one_clear_message(tmp_path):
     (tmp_path / "efficientnet_b0.json").write_text("{ not json")
     env = dict(os.environ, CHECKPOINT_DIR=str(tmp_path), GRADIO_SERVER_PORT=str(free_port()))
     out = subprocess.run([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=300)
+                         timeout=float(os.environ.get("APP_START_TIMEOUT", 600)))
     assert out.returncode != 0 and "efficientnet_b0.json is not valid JSON" in out.stderr
     assert "Traceback" not in out.stderr
 
@@ -289,3 +289,121 @@ def test_browser_shows_both_bar_charts_and_both_curves(app_url, tmp_path):
         page.wait_for_function(f"({shown})() !== {before!r}", timeout=60_000)
         assert page.get_by_role("tab", name="Compare").get_attribute("aria-selected") == "true"
         browser.close()
+
+
+def _chromium_or_skip():
+    if not CHROMIUM:
+        if os.environ.get("REQUIRE_BROWSER"):
+            pytest.fail("chromium is required here (REQUIRE_BROWSER is set) but not installed")
+        pytest.skip("chromium not installed")
+
+
+# Updates per second the live webcam must reach in the browser (the issue asks for >= 5 on a 2-core CPU);
+# lower it only on a machine known to be overloaded, and say so.
+LIVE_MIN_UPDATES = float(os.environ.get("LIVE_MIN_UPDATES_PER_S", 5))
+
+
+def test_browser_robustness_lab_and_live_webcam(app_url):
+    """A corruption control re-runs both models on the corrupted image; the webcam streams Chromium's fake
+    camera and every model's top-5 follows it live, several times a second, always on a fresh frame."""
+    _chromium_or_skip()
+    import hashlib
+    import json
+    import statistics
+
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync",
+            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.goto(app_url, wait_until="load")
+
+        # --- Robustness lab: upload, open the lab, then corrupt; both models' bars must change, the image differ.
+        shown = "() => document.querySelector('#agreement')?.innerText"
+        before = page.evaluate(shown)
+        page.locator("input[type=file]").first.set_input_files(str(ROOT / "examples" / "cifar" / "tiger_test422.png"))
+        page.wait_for_function(f"({shown})() !== {before!r}", timeout=120_000)
+        page.get_by_text("Robustness lab").click()
+        summary = "() => document.querySelector('#robust-summary')?.innerText || ''"
+        page.wait_for_function(f"({summary})().includes('No corruption applied')", timeout=120_000)
+        bars = ("() => [...document.querySelectorAll('[id^=robust-bars-] .js-plotly-plot')]"
+                ".map(e => e.querySelector('.barlayer')?.textContent + e.querySelector('.yaxislayer-above')?.textContent)")
+        page.wait_for_function(f"({bars})().length == 2 && ({bars})().every(t => t.includes('%'))", timeout=60_000)
+        clean = page.evaluate(bars)
+        for name, severity in (("gaussian_noise", "5"), ("darkness", "4")):
+            page.locator(f"#sev-{name} input[type=range]").fill(severity)
+        page.wait_for_function(f"({summary})().includes('Gaussian noise, severity 5') && "
+                               f"({summary})().includes('Darkness, severity 4')", timeout=120_000)
+        page.wait_for_function(f"({bars})().every((t, i) => t != {json.dumps(clean)}[i])", timeout=60_000)
+        srcs = [page.locator(f"#robust-{k} img").first.get_attribute("src") for k in ("original", "corrupted")]
+        assert all(srcs) and srcs[0] != srcs[1]
+        # "All off" brings back the clean predictions
+        page.get_by_role("button", name="All off").click()
+        page.wait_for_function(f"({summary})().includes('No corruption applied')", timeout=120_000)
+        page.wait_for_function(f"JSON.stringify(({bars})()) == JSON.stringify({json.dumps(clean)})", timeout=60_000)
+
+        # --- Live webcam: stream the fake camera for a while, then stop.
+        posts = {}  # frame fingerprint -> time the browser sent it
+
+        def on_request(req):
+            if req.method == "POST" and "/stream/" in req.url and not req.url.endswith("/close"):
+                try:
+                    url = json.loads(req.post_data)["data"][0]["url"]
+                except (TypeError, KeyError, IndexError, ValueError):
+                    return
+                posts[hashlib.md5(url.encode()).hexdigest()[:8]] = time.time()
+
+        page.on("request", on_request)
+        page.get_by_role("tab", name="Live webcam").click()
+        page.locator("#webcam").get_by_text("Click to Access Webcam").click()
+        page.locator("#webcam button[aria-label='capture photo']").click()
+        page.wait_for_function("() => (document.querySelector('#live-status')?.innerText || '').includes('Live')",
+                               timeout=120_000)
+        page.evaluate("""() => { window.__live = [];
+            const note = () => window.__live.push([Date.now(), document.querySelector('#live-status').innerText,
+                [...document.querySelectorAll('[id^=live-] .output-class, [id^=live-] dl')].map(e => e.innerText).join('|')]);
+            new MutationObserver(note).observe(document.querySelector('#live-status'),
+                {subtree: true, childList: true, characterData: true}); }""")
+        seconds = 8
+        page.wait_for_timeout(seconds * 1000)
+        seen = page.evaluate("window.__live")
+        page.locator("#webcam button[aria-label='capture photo']").click()  # now "Stop"
+        page.wait_for_timeout(300)
+        stopped = len(page.evaluate("window.__live"))
+        page.wait_for_timeout(2000)
+        after_stop = len(page.evaluate("window.__live")) - stopped
+        browser.close()
+
+    updates = {}  # status line (one per processed frame) -> (time shown, top-5 texts)
+    for t, status, tops in seen:
+        line = next((ln for ln in status.splitlines() if ln.startswith("Live")), None)
+        if line and line not in updates:
+            updates[line] = (t / 1000, tops)
+    rate = len(updates) / seconds
+    ages, work = [], []  # how old each shown frame was when its result was shown; the server's time on it
+    for line, (shown, _) in updates.items():
+        fid = line.rsplit("frame ", 1)[-1].strip()
+        if fid in posts:
+            ages.append(shown - posts[fid])
+            work.append(float(line.split("last frame ", 1)[1].split(" ms", 1)[0]) / 1000)
+    age_ms = f"median {statistics.median(ages) * 1000:.0f} ms, max {max(ages) * 1000:.0f} ms" if ages else "none matched"
+    print(f"\nlive webcam: {len(updates)} updates in {seconds} s = {rate:.1f}/s; {len(posts)} frames sent; "
+          f"frame age when shown: {age_ms}; {after_stop} updates after Stop; load {os.getloadavg()[0]:.1f}")
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > 2 * cores:  # other jobs saturate the CPU: the rate says nothing about the app, only check it streams
+        print(f"machine overloaded (load {load:.1f} on {cores} cores): the {LIVE_MIN_UPDATES}/s requirement is not "
+              f"checked, only that it streams")
+        assert rate >= 0.2
+    else:
+        assert rate >= LIVE_MIN_UPDATES, f"{rate:.1f} updates/s < {LIVE_MIN_UPDATES} (load {load:.1f})"
+    assert len({tops for _, tops in updates.values()}) > 1, "the predictions never changed while streaming"
+    assert len(ages) >= 0.8 * len(updates), "shown results do not match frames the browser sent"
+    # No backlog: a shown result is for a frame at most about two frames' work old (the one being worked on when
+    # it was sent, then its own), late in the stream as early on; a queue would make the age grow frame by frame.
+    budget = 3 * statistics.median(work) + 0.5
+    late = ages[len(ages) // 2:]
+    assert statistics.median(late) <= budget and max(late) <= 2 * budget, (ages, work)
+    assert after_stop <= 1
