@@ -33,6 +33,11 @@ HERE = Path(__file__).resolve().parent
 CHECKPOINT_DIR = Path(os.environ.get("CHECKPOINT_DIR", HERE / "checkpoints"))
 CSS = ".gradio-container {max-width: 1280px !important; margin: auto;}"
 MODELS: dict = {}  # name -> Classifier, loaded once at start-up
+
+
+def model_titles() -> dict[str, str]:
+    """Checkpoint name -> display title (from each model's registry entry)."""
+    return {n: title(m) for n, m in MODELS.items()}
 BATCHED: list = []  # the BatchedCompare over MODELS (built in `build`)
 # Predictions: many requests decode their images at once; their forward passes are batched (serving.py).
 ON_MODELS = dict(concurrency_id="models", concurrency_limit=serving.PREDICT_CONCURRENCY)
@@ -265,7 +270,7 @@ def robustness_panel(models: dict, image: gr.Image):
         except gr.Error as e:  # the main prediction already shows the message as a pop-up
             return [None, None, f"⚠️ {e.message}"] + [None] * len(models)
         r = corrupted_comparison(MODELS, photo, dict(zip(names, severities)), int(seed_value or 0))
-        out = [to_display(r["original"]), to_display(r["corrupted"]), robustness_summary(r, TITLES)]
+        out = [to_display(r["original"]), to_display(r["corrupted"]), robustness_summary(r, model_titles())]
         for name in models:
             top = [(t["label"], t["probability"]) for t in r["models"][name]["top"]]
             out.append(topk_bars(top, name, f"{name}: top-5 on the corrupted image"))
@@ -301,7 +306,7 @@ def webcam_view(models: dict) -> None:
         with gr.Column(scale=3):
             status = gr.Markdown("Not streaming.", elem_id="live-status")
             with gr.Row(equal_height=True):
-                labels = [gr.Label(num_top_classes=5, label=TITLES.get(n, n), elem_id=f"live-{n}") for n in models]
+                labels = [gr.Label(num_top_classes=5, label=model_titles().get(n, n), elem_id=f"live-{n}") for n in models]
 
     def frame(payload, request: gr.Request):
         if payload is None:
@@ -332,11 +337,11 @@ def corruption_view(reports: dict) -> None:
             "|---|---|---|---|---|"]
     for n, r in have.items():
         ev = r["corruption_eval"]
-        rows.append(f"| {TITLES.get(n, n)} | {ev['clean_top1']:.1%} | **{r['corruption_mca']:.1%}** | "
+        rows.append(f"| {model_titles().get(n, n)} | {ev['clean_top1']:.1%} | **{r['corruption_mca']:.1%}** | "
                     f"{r['corruption_mca'] / ev['clean_top1']:.0%} | {ev['test_images']:,} (seed {ev['seed']}) |")
     gr.Markdown("Top-1 on test images corrupted on the fly (`scripts/evaluate.py --corruptions`): each corruption "
                 "of the Robustness lab at severities 1-5; mCA is the mean over all of them.\n\n" + "\n".join(rows))
-    gr.Plot(corruption_curves(have, TITLES), show_label=False, elem_id="corruption-curves")
+    gr.Plot(corruption_curves(have, model_titles()), show_label=False, elem_id="corruption-curves")
 
 
 if __name__ == "__main__":

@@ -118,7 +118,7 @@ def corruption_curves(reports: dict[str, dict], titles: dict[str, str] | None = 
             acc = [clean] + list(r["corruptions"][c])
             fig.add_trace(go.Scatter(
                 x=list(range(len(acc))), y=acc, mode="lines+markers", name=(titles or {}).get(model, model),
-                legendgroup=model, showlegend=i == 0, line=dict(color=COLORS.get(model)), marker=dict(size=6),
+                legendgroup=model, showlegend=i == 0, line=dict(color=_color(model)), marker=dict(size=6),
                 hovertemplate=f"{model}<br>severity %{{x}}<br>top-1 %{{y:.1%}}<extra>{TITLES.get(c, c)}</extra>"),
                 row=i // cols + 1, col=i % cols + 1)
     fig.update_xaxes(tickvals=list(range(6)), ticktext=["clean", "1", "2", "3", "4", "5"])
