@@ -254,7 +254,7 @@ def test_browser_shows_both_bar_charts_and_both_curves(app_url, tmp_path):
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync"])
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
-        page.goto(app_url, wait_until="networkidle")
+        page.goto(app_url, wait_until="load", timeout=120_000)
         shown = "() => ['#agreement', '#bars-cnn9', '#bars-efficientnet_b0'].map(s => document.querySelector(s)?.innerText).join('|')"
         # The first example's result is filled in once the page has loaded; wait for it, then upload another.
         page.wait_for_function("document.querySelector('#agreement')?.innerText.includes('say')", timeout=120_000)
