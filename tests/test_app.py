@@ -323,6 +323,8 @@ def test_browser_robustness_lab_and_live_webcam(app_url):
 
         # --- Robustness lab: upload, open the lab, then corrupt; both models' bars must change, the image differ.
         shown = "() => document.querySelector('#agreement')?.innerText"
+        # the first example's result arrives after the page has loaded: wait for it before taking "before"
+        page.wait_for_function("document.querySelector('#agreement')?.innerText.includes('say')", timeout=120_000)
         before = page.evaluate(shown)
         page.locator("input[type=file]").first.set_input_files(str(ROOT / "examples" / "cifar" / "tiger_test422.png"))
         page.wait_for_function(f"({shown})() !== {before!r}", timeout=120_000)
