@@ -163,7 +163,7 @@ def test_torchrun_two_processes_match_one_process_and_resume_exactly(tmp_path):
     # rounding. (Few, small steps: a ReLU/max-pool network amplifies rounding differences step after step.
     # Contiguous memory format: oneDNN's channels-last convolution backward on the CPU is ~1% off fp64.)
     for k in a:
-        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-5), k
+        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-4), k
     # a distributed run killed after its first saved state resumes to the same weights, bit for bit
     three, four = tmp_path / "three", tmp_path / "four"
     subprocess.run([*torchrun, *_cnn_cmd(data, four, "2")], cwd=ROOT, check=True, env=env, capture_output=True,
