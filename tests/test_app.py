@@ -327,7 +327,7 @@ def test_browser_robustness_lab_and_live_webcam(app_url):
         page.wait_for_function("document.querySelector('#agreement')?.innerText.includes('say')", timeout=120_000)
         before = page.evaluate(shown)
         page.locator("input[type=file]").first.set_input_files(str(ROOT / "examples" / "cifar" / "tiger_test422.png"))
-        page.wait_for_function(f"({shown})() !== {before!r}", timeout=120_000)
+        page.wait_for_function(f"({shown})() !== {json.dumps(before)}", timeout=120_000)
         page.get_by_text("Robustness lab").click()
         summary = "() => document.querySelector('#robust-summary')?.innerText || ''"
         page.wait_for_function(f"({summary})().includes('No corruption applied')", timeout=120_000)
