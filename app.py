@@ -1,13 +1,17 @@
-"""cifar-compare dashboard: one image, two CIFAR-100 models, side by side.
+"""cifar-compare dashboard: one image, every CIFAR-100 model in the checkpoint folder, side by side.
 
     python app.py            # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT honoured)
+    CHECKPOINT_DIR=my_runs python app.py
 
-UI wiring only: the models, the comparison and the figures live in cifar_models/.
+Every checkpoint in CHECKPOINT_DIR (default checkpoints/) is loaded at start-up, whatever its name; a picker
+chooses which 1-4 of them are shown (the shipped pair by default). UI wiring only: the models, the
+comparison and the figures live in cifar_models/.
 """
 from __future__ import annotations
 
 import base64
 import functools
+import logging
 import os
 import sys
 import threading
@@ -18,10 +22,9 @@ import gradio as gr
 import torch
 from PIL import Image
 
-from cifar_models import serving
-from cifar_models.checkpoint import CheckpointError
-from cifar_models.compare import (MODEL_NAMES, BatchedCompare, agreement_line, compare, confusions_table,
-                                  disagreements, explain, load_models, load_reports, model_card, title)
+from cifar_models import plots, serving
+from cifar_models.compare import (BatchedCompare, agreement_line, confusions_table, default_shown, disagreements,
+                                  explain, load_all, load_reports, model_card, model_colors, select, title)
 from cifar_models.corruptions import CORRUPTIONS, scale
 from cifar_models.corruptions import TITLES as CORRUPTION_TITLES
 from cifar_models.images import ImageInputError, open_image
@@ -32,17 +35,27 @@ from cifar_models.webcam import RateMeter, frame_id, live_predictions
 HERE = Path(__file__).resolve().parent
 CHECKPOINT_DIR = Path(os.environ.get("CHECKPOINT_DIR", HERE / "checkpoints"))
 CSS = ".gradio-container {max-width: 1280px !important; margin: auto;}"
-MODELS: dict = {}  # name -> Classifier, loaded once at start-up
-
-
-def model_titles() -> dict[str, str]:
-    """Checkpoint name -> display title (from each model's registry entry)."""
-    return {n: title(m) for n, m in MODELS.items()}
+MAX_SHOWN = 4  # models side by side at most
+MODELS: dict = {}   # checkpoint name -> Classifier, every checkpoint loaded once at start-up
+FAILED: dict = {}   # checkpoint name -> why it could not be loaded
+REPORTS: dict = {}  # checkpoint name -> its NAME.eval.json (scripts/evaluate.py), where there is one
 BATCHED: list = []  # the BatchedCompare over MODELS (built in `build`)
 # Predictions: many requests decode their images at once; their forward passes are batched (serving.py).
 ON_MODELS = dict(concurrency_id="models", concurrency_limit=serving.PREDICT_CONCURRENCY)
 ON_HEATMAPS = dict(concurrency_id="heatmaps", concurrency_limit=serving.HEATMAP_CONCURRENCY)
 SAFE_ROOTS = (HERE / "examples",)  # besides Gradio's upload cache: the only folders an image is read from
+PRIVATE = dict(api_visibility="private")
+log = logging.getLogger("cifar_compare")
+
+
+def model_titles() -> dict[str, str]:
+    """Checkpoint name -> display title (from each model's registry entry and its checkpoint name)."""
+    return {n: title(m) for n, m in MODELS.items()}
+
+
+def shown_models(shown) -> dict:
+    """The picked checkpoints (names) as {name: Classifier}, in the order picked."""
+    return select(MODELS, [n for n in (shown or []) if n in MODELS][:MAX_SHOWN] or default_shown(MODELS, MAX_SHOWN))
 
 
 def example_images() -> list[str]:
@@ -83,63 +96,107 @@ def upload_roots() -> tuple:
     return (get_upload_folder(), *SAFE_ROOTS)
 
 
-def predict(payload) -> dict:
-    """Top-5 labels and probabilities of both models for one image, as JSON."""
+def predict(payload, models: str | None = None) -> dict:
+    """Top-5 labels and probabilities of every loaded model for one image, as JSON keyed by checkpoint name,
+    plus `agree` (all their top-1 the same). `models`: optional comma-separated checkpoint names to limit it to."""
+    image, notes = read_upload(payload)
+    names = [n.strip() for n in (models or "").split(",") if n.strip()]
+    try:
+        chosen = select(MODELS, names) if names else None
+    except KeyError as e:
+        raise gr.Error(e.args[0], title="Unknown model") from None
+    for note in notes:
+        gr.Warning(note)
+    return BATCHED[0](image, list(chosen) if chosen else None)
+
+
+# ----------------------------------------------------------------------------- the comparison, slot by slot
+# The page has MAX_SHOWN (or fewer) slots; slot i shows the i-th picked model. A slot without a model is hidden.
+def n_slots() -> int:
+    return min(MAX_SHOWN, len(MODELS))
+
+
+def show(payload, cam_on: bool, shown):
+    """UI event: the agreement line, then per slot a bar chart, a caption and the Grad-CAM class choice."""
+    if payload is None:  # the image was cleared
+        return [gr.skip()] * (1 + 3 * n_slots())
     image, notes = read_upload(payload)
     for note in notes:
         gr.Warning(note)
-    return BATCHED[0](image)
+    models = shown_models(shown)
+    return render(BATCHED[0](image, list(models)), models, cam_on)
 
 
-def show(payload, cam_on: bool):
-    """UI event: the agreement line, then per model a bar chart, a caption and the Grad-CAM class choice."""
-    if payload is None:  # the image was cleared
-        return [gr.skip()] * (1 + 3 * len(MODEL_NAMES))
-    return render(predict(payload), cam_on)
-
-
-def render(result: dict, cam_on: bool = False) -> list:
-    out = [agreement_line(result, MODELS)]
-    for name in MODEL_NAMES:
-        r = result[name]
+def render(result: dict, models: dict, cam_on: bool = False) -> list:
+    out = [agreement_line(result, models)]
+    names = list(models)
+    for i in range(n_slots()):
+        if i >= len(names):
+            out += [None, "", gr.Radio(choices=[], value=None, visible=False)]
+            continue
+        r = result[names[i]]
         top = [(t["label"], t["probability"]) for t in r["top"]]
-        out.append(topk_bars(top, name, "Top-5 classes"))
+        out.append(topk_bars(top, names[i], "Top-5 classes"))
         shared = f" (batch of {result['batch']})" if result.get("batch", 1) > 1 else ""
         out.append(f"Superclass: **{r['superclass'].replace('_', ' ')}** · forward pass {r['milliseconds']:.0f} ms{shared}")
         out.append(gr.Radio(choices=[(c.replace("_", " "), c) for c, _ in top], value=top[0][0], visible=cam_on))
     return out
 
 
-def heat_maps(payload, cam_on: bool, *classes, names=MODEL_NAMES):
-    """Grad-CAM per model for its chosen class, computed only when asked for (the image decoded once)."""
+def heat_maps(payload, cam_on: bool, shown, *classes, slots=None):
+    """Grad-CAM per slot for its chosen class, computed only when asked for (the image decoded once)."""
+    names = list(shown_models(shown))
+    slots = range(n_slots()) if slots is None else slots
     if not cam_on or payload is None:
-        return [gr.Image(value=None, visible=False) for _ in names]
+        return [gr.Image(value=None, visible=False) for _ in slots]
     image, _ = read_upload(payload)
-    return [gr.Image(value=explain(MODELS[n], image, c), visible=True) if c else gr.Image(value=None, visible=False)
-            for n, c in zip(names, classes)]
+    return [gr.Image(value=explain(MODELS[names[i]], image, c), visible=True) if i < len(names) and c
+            else gr.Image(value=None, visible=False) for i, c in zip(slots, classes)]
 
 
-@functools.lru_cache(maxsize=1)
-def first_view(path) -> list:
+@functools.lru_cache(maxsize=8)
+def first_view(path, shown: tuple) -> list:
     """The page's initial result (the first example), computed once; None warms the models up on a blank image."""
     image = open_image(path)[0] if path else Image.new("RGB", (32, 32))
-    return render(BATCHED[0](image))
+    models = shown_models(shown)
+    return render(BATCHED[0](image, list(models)), models)
 
 
-def build(models, reports: dict | None = None) -> gr.Blocks:
+def failures_note() -> str:
+    if not FAILED:
+        return ""
+    lines = [f"- **{n}**: {why}" for n, why in FAILED.items()]
+    return (f"⚠️ {len(FAILED)} checkpoint(s) in `{CHECKPOINT_DIR}` could not be loaded; the others are served.\n"
+            + "\n".join(lines))
+
+
+def build(models, reports: dict | None = None, failed: dict | None = None) -> gr.Blocks:
     MODELS.update(models)
+    FAILED.update(failed or {})
+    REPORTS.update(reports or {})
+    plots.use_colors(model_colors(MODELS))
     BATCHED[:] = [BatchedCompare(MODELS)]
-    reports = reports or {}
     examples = example_images()
+    start = default_shown(MODELS, MAX_SHOWN)
+    slots = range(n_slots())
     # Nothing computed at start-up that can wait: the first example's result is filled in when a page loads
     # (computed once, by a background warm-up that also makes the models' first, slow forward pass).
-    initial = [""] + [None, "", gr.Radio(visible=False)] * len(MODEL_NAMES)
-    threading.Thread(target=first_view, args=(examples[0] if examples else None,), name="warm-up", daemon=True).start()
-    histories = {n: m.meta["history"] for n, m in models.items()}
+    def warm_up():
+        first_view(examples[0] if examples else None, tuple(start))
+        if len([n for n in REPORTS if REPORTS[n].get("images")]) >= 2:
+            gallery_items(default_pair(start))
+
+    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
 
     with gr.Blocks(title="cifar-compare", delete_cache=serving.DELETE_CACHE) as demo:
-        gr.Markdown("# cifar-compare\nTwo CIFAR-100 classifiers, side by side: a 9-layer CNN trained from scratch "
-                    "and EfficientNet-B0 started from ImageNet weights. Give them any picture and compare what they see.")
+        gr.Markdown("# cifar-compare\nCIFAR-100 classifiers side by side: by default a 9-layer CNN trained from "
+                    "scratch and EfficientNet-B0 started from ImageNet weights, plus every other checkpoint in the "
+                    "folder. Give them any picture and compare what they see.")
+        gr.Markdown(failures_note(), visible=bool(FAILED), elem_id="load-failures")
+        shown = gr.State(start)
+        picker = gr.CheckboxGroup(choices=[(t, n) for n, t in model_titles().items()], value=start,
+                                  label=f"Models shown ({len(MODELS)} loaded from {CHECKPOINT_DIR.name}/; "
+                                        f"pick up to {MAX_SHOWN})", elem_id="picker", visible=len(MODELS) > 1)
         with gr.Tabs() as tabs:
             with gr.Tab("Compare", id="compare"):
                 with gr.Row(equal_height=False):
@@ -152,89 +209,261 @@ def build(models, reports: dict | None = None) -> gr.Blocks:
                             gr.Examples(examples=examples, inputs=image, examples_per_page=15,
                                         label="Examples: CIFAR-100 test images and photos")
                     with gr.Column(scale=5):
-                        agree = gr.Markdown(initial[0], elem_id="agreement")
-                        outputs, radios, cams = [agree], [], []
+                        agree = gr.Markdown("", elem_id="agreement")
+                        outputs, radios, cams, columns, headings = [agree], [], [], [], []
                         with gr.Row(equal_height=True):
-                            for i, name in enumerate(MODEL_NAMES):
-                                with gr.Column(min_width=320):
-                                    gr.Markdown(f"### {title(models[name])}")
-                                    bars = gr.Plot(value=initial[1 + 3 * i], show_label=False, elem_id=f"bars-{name}")
-                                    caption = gr.Markdown(initial[2 + 3 * i])
-                                    radio = gr.Radio(choices=initial[3 + 3 * i].choices, value=initial[3 + 3 * i].value,
-                                                     visible=False, label="Heat map for class")
+                            for i in slots:
+                                with gr.Column(min_width=300, visible=i < len(start)) as col:
+                                    headings.append(gr.Markdown(slot_heading(start, i), elem_id=f"heading-{i}"))
+                                    bars = gr.Plot(show_label=False, elem_id=f"bars-{i}")
+                                    caption = gr.Markdown("")
+                                    radio = gr.Radio(choices=[], visible=False, label="Heat map for class")
                                     cams.append(gr.Image(visible=False, show_label=False, height=280,
-                                                         elem_id=f"cam-{name}", interactive=False))
+                                                         elem_id=f"cam-{i}", interactive=False))
                                     radios.append(radio)
+                                    columns.append(col)
                                     outputs += [bars, caption, radio]
-                wire_robustness = robustness_panel(models, image)
+                robust_bars, wire_robustness = robustness_panel(image, shown)
                 gr.Markdown("## How they were trained")
                 with gr.Row(equal_height=True):
-                    for name in MODEL_NAMES:
-                        with gr.Column(min_width=320):
-                            gr.Markdown(f"### {title(models[name])}\n" + model_card(models[name]))
+                    cards = [gr.Markdown(slot_card(start, i), visible=i < len(start), elem_id=f"card-{i}")
+                             for i in slots]
                 with gr.Row(equal_height=True):
-                    gr.Plot(training_curves(histories, "acc"), show_label=False, elem_id="curve-acc")
-                    gr.Plot(training_curves(histories, "loss"), show_label=False, elem_id="curve-loss")
+                    curve_acc = gr.Plot(curves(start, "acc"), show_label=False, elem_id="curve-acc")
+                    curve_loss = gr.Plot(curves(start, "loss"), show_label=False, elem_id="curve-loss")
             with gr.Tab("Live webcam", id="webcam"):
-                webcam_view(models)
+                live_labels = webcam_view(shown, start)
             with gr.Tab("Analysis", id="analysis"):
-                gallery = analysis_view(reports)
-                corruption_view(reports)
+                analysis = analysis_view(start)
+                corruption = corruption_view(start)
 
         # Plain prediction on every image change (upload, drop, paste, webcam, example click); heat maps after it,
         # only when asked for, so they never slow the prediction down.
-        image.change(show, [image, cam_on], outputs, preprocess=False, api_visibility="private", **ON_MODELS).then(
-            heat_maps, [image, cam_on, *radios], cams, preprocess=False, api_visibility="private", **ON_HEATMAPS)
-        cam_on.change(lambda on: [gr.Radio(visible=on)] * len(radios), cam_on, radios, api_visibility="private").then(
-            heat_maps, [image, cam_on, *radios], cams, preprocess=False, api_visibility="private", **ON_HEATMAPS)
-        for name, radio, cam in zip(MODEL_NAMES, radios, cams):
-            radio.input(lambda p, on, c, n=name: heat_maps(p, on, c, names=(n,))[0], [image, cam_on, radio], cam,
-                        preprocess=False, api_visibility="private", **ON_HEATMAPS)
-        wire_robustness()
-        if gallery is not None:
-            def pick(evt: gr.SelectData):  # a disagreement clicked: run it through the main comparison
-                return gallery[1][evt.index][0], gr.Tabs(selected="compare")
+        image.change(show, [image, cam_on, shown], outputs, preprocess=False, **PRIVATE, **ON_MODELS).then(
+            heat_maps, [image, cam_on, shown, *radios], cams, preprocess=False, **PRIVATE, **ON_HEATMAPS)
+        cam_on.change(lambda on: [gr.Radio(visible=on)] * len(radios), cam_on, radios, **PRIVATE).then(
+            heat_maps, [image, cam_on, shown, *radios], cams, preprocess=False, **PRIVATE, **ON_HEATMAPS)
+        for i, radio, cam in zip(slots, radios, cams):
+            radio.input(lambda p, on, s, c, i=i: heat_maps(p, on, s, c, slots=[i])[0], [image, cam_on, shown, radio],
+                        cam, preprocess=False, **PRIVATE, **ON_HEATMAPS)
 
-            gallery[0].select(pick, None, [image, tabs], api_visibility="private")
+        # The picker: every part of the page follows the choice (then the current image is run again).
+        def relayout(names):
+            out = [gr.Column(visible=i < len(names)) for i in slots]
+            out += [slot_heading(names, i) for i in slots]
+            out += [gr.Markdown(slot_card(names, i), visible=i < len(names)) for i in slots]
+            out += [curves(names, "acc"), curves(names, "loss")]
+            out += [gr.Plot(visible=i < len(names)) for i in slots]  # robustness lab bars
+            out += [gr.Label(value=None, label=title(MODELS[names[i]]), visible=True) if i < len(names)
+                    else gr.Label(visible=False) for i in slots]
+            return out + analysis.update(names) + corruption.update(names)
+
+        layout_outputs = [*columns, *headings, *cards, curve_acc, curve_loss, *robust_bars, *live_labels,
+                          *analysis.outputs, *corruption.outputs]
+        # always_last: ticks made while the page is being redrawn are not lost; the newest choice wins.
+        picker.input(choose, [picker, shown], [picker, shown], trigger_mode="always_last", **PRIVATE).then(
+            relayout, shown, layout_outputs, **PRIVATE).then(
+            show, [image, cam_on, shown], outputs, preprocess=False, **PRIVATE, **ON_MODELS).then(
+            heat_maps, [image, cam_on, shown, *radios], cams, preprocess=False, **PRIVATE, **ON_HEATMAPS)
+        wire_robustness()
+        if analysis.gallery is not None:
+            def pick(evt: gr.SelectData, items):  # a disagreement clicked: run it through the main comparison
+                return items[evt.index][0], gr.Tabs(selected="compare")
+
+            analysis.gallery.select(pick, analysis.items, [image, tabs], **PRIVATE)
+
+            def fill():
+                items, caption = gallery_items(analysis.pair)
+                return items, items, caption
+
+            demo.load(fill, None, [analysis.gallery, analysis.items, analysis.count], **PRIVATE)
         if examples:
-            demo.load(lambda: first_view(examples[0]), None, outputs, api_visibility="private", **ON_MODELS)
-        # The programmatic endpoint: JSON only (gradio_client: client.predict(handle_file(p), api_name="/predict")).
+            demo.load(lambda: first_view(examples[0], tuple(start)), None, outputs, **PRIVATE, **ON_MODELS)
+        # The programmatic endpoint: JSON only (gradio_client: client.predict(handle_file(p), api_name="/predict"),
+        # optionally models="cnn9,efficientnet_b0").
         api_out = gr.JSON(visible=False)
-        gr.Button(visible=False).click(predict, image, api_out, preprocess=False, api_name="predict", **ON_MODELS)
+        api_models = gr.Textbox(visible=False, label="models")
+        gr.Button(visible=False).click(predict, [image, api_models], api_out, preprocess=False, api_name="predict",
+                                       **ON_MODELS)
     demo.queue(**serving.QUEUE)
     return demo
 
 
-def analysis_view(reports: dict):
-    """Where each model fails, from the NAME.eval.json files. Returns (gallery, items) or None."""
-    if set(reports) != set(MODEL_NAMES):
-        gr.Markdown("No analysis files found in the checkpoint folder: run `python scripts/evaluate.py "
-                    "--checkpoint checkpoints/NAME` for both models.")
-        return None
-    gr.Markdown("Test-set figures of both models, computed by `scripts/evaluate.py` and loaded at start-up. "
-                "Probabilities in the dashboard are temperature-scaled (fitted on the validation split).")
-    gr.Plot(per_class_accuracy(reports), show_label=False, elem_id="per-class")
-    with gr.Row(equal_height=True):
-        for name in MODEL_NAMES:
-            gr.Plot(reliability_diagram(reports[name], name), show_label=False, elem_id=f"reliability-{name}")
-    with gr.Row(equal_height=True):
-        for name in MODEL_NAMES:
-            gr.Dataframe(confusions_table(reports[name]), headers=["true class", "predicted as", "test images"],
-                         label=f"Most frequent confusions: {name}", interactive=False)
-    items = disagreements(reports, HERE / "examples" / "disagreements")
-    if not items:
-        return None
-    gallery = gr.Gallery(items, label="Test images the two models disagree on, with raw (uncalibrated) confidences: click one to compare", columns=8,
-                         height=420, allow_preview=False, elem_id="disagreements")
-    return gallery, items
+def choose(picked, previous):
+    """The picker's new value, or the previous one back (with a message) when it is empty or too long."""
+    if not picked:
+        gr.Warning("Pick at least one model.")
+        return previous, previous
+    if len(picked) > MAX_SHOWN:
+        gr.Warning(f"At most {MAX_SHOWN} models side by side: untick one first.")
+        return previous, previous
+    return picked, picked
+
+
+def slot_heading(names, i) -> str:
+    return f"### {title(MODELS[names[i]])}" if i < len(names) else ""
+
+
+def slot_card(names, i) -> str:
+    return f"### {title(MODELS[names[i]])}\n" + model_card(MODELS[names[i]]) if i < len(names) else ""
+
+
+def curves(names, metric: str):
+    return training_curves({n: MODELS[n].meta.get("history", []) for n in names}, metric)
+
+
+# ----------------------------------------------------------------------------- analysis
+class analysis_view:
+    """Where each shown model fails, from the NAME.eval.json files: per-class accuracy, reliability diagrams,
+    confusions, and the disagreement gallery for a pair chosen here."""
+
+    def __init__(self, start):
+        slots = range(n_slots())
+        self.note = gr.Markdown(self.missing(start), elem_id="analysis-note")
+        gr.Markdown("Test-set figures, computed by `scripts/evaluate.py` and loaded at start-up. Probabilities in "
+                    "the dashboard are temperature-scaled (fitted on the validation split).")
+        self.per_class = gr.Plot(self.per_class_figure(start), show_label=False, elem_id="per-class")
+        with gr.Row(equal_height=True):
+            self.reliability = [gr.Plot(self.reliability_figure(start, i), show_label=False,
+                                        elem_id=f"reliability-{i}", visible=self.has(start, i)) for i in slots]
+        with gr.Row(equal_height=True):
+            self.confusions = []
+            for i in slots:
+                value, headers, label = self.confusion_table(start, i)
+                self.confusions.append(gr.Dataframe(value=value, headers=headers, label=label, interactive=False,
+                                                    visible=self.has(start, i)))
+        self.outputs = [self.note, self.per_class, *self.reliability, *self.confusions]
+        self.gallery = self.items = None
+        with_images = [n for n in REPORTS if REPORTS[n].get("images")]
+        if len(with_images) < 2:
+            return
+        gr.Markdown("### Where two models disagree\nTest images on which the pair's top-1 differ, with raw "
+                    "(uncalibrated) confidences: click one to compare all shown models on it.")
+        pair = default_pair(start)
+        with gr.Row(equal_height=True):
+            first = gr.Dropdown([(title(MODELS[n]), n) for n in with_images], value=pair[0], label="Model A",
+                                elem_id="pair-a")
+            second = gr.Dropdown([(title(MODELS[n]), n) for n in with_images], value=pair[1], label="Model B",
+                                 elem_id="pair-b")
+        # Filled in when a page loads (from the warm-up's cache): reading the test set can wait.
+        self.pair = tuple(pair)
+        self.count = gr.Markdown("", elem_id="disagreement-count")
+        self.items = gr.State([])
+        self.gallery = gr.Gallery(label="Disagreements", columns=8, height=420, allow_preview=False,
+                                  elem_id="disagreements")
+
+        def refresh(a, b):
+            items, caption = gallery_items((a, b))
+            return items, items, caption
+
+        gr.on([first.input, second.input], refresh, [first, second], [self.gallery, self.items, self.count],
+              **PRIVATE)
+
+    @staticmethod
+    def has(names, i) -> bool:
+        return i < len(names) and names[i] in REPORTS
+
+    @staticmethod
+    def missing(names) -> str:
+        lacking = [n for n in names if n not in REPORTS]
+        return ("No analysis file for " + ", ".join(f"`{n}`" for n in lacking) + ": run `python scripts/evaluate.py "
+                "--checkpoint checkpoints/NAME` to add it." if lacking else "")
+
+    @staticmethod
+    def per_class_figure(names):
+        have = {n: REPORTS[n] for n in names if n in REPORTS}
+        return per_class_accuracy(have) if have else None
+
+    def reliability_figure(self, names, i):
+        return reliability_diagram(REPORTS[names[i]], names[i]) if self.has(names, i) else None
+
+    def confusion_table(self, names, i):
+        if not self.has(names, i):
+            return [], ["true class", "predicted as", "test images"], "Most frequent confusions"
+        return (confusions_table(REPORTS[names[i]]), ["true class", "predicted as", "test images"],
+                f"Most frequent confusions: {names[i]}")
+
+    def update(self, names) -> list:
+        slots = range(n_slots())
+        out = [self.missing(names), self.per_class_figure(names)]
+        out += [gr.Plot(self.reliability_figure(names, i), visible=self.has(names, i)) for i in slots]
+        for i in slots:
+            value, headers, label = self.confusion_table(names, i)
+            out.append(gr.Dataframe(value=value, headers=headers, label=label, visible=self.has(names, i)))
+        return out
+
+
+def default_pair(start) -> tuple:
+    """The disagreement gallery's first pair: the first two shown models with analysis files, else any two."""
+    with_images = [n for n in REPORTS if REPORTS[n].get("images")]
+    pair = [n for n in start if n in with_images][:2]
+    return tuple(pair + [n for n in with_images if n not in pair][:2 - len(pair)])
+
+
+@functools.lru_cache(maxsize=16)
+def gallery_items(pair: tuple) -> tuple[list, str]:
+    """The disagreement gallery of a pair: from the local test set when CIFAR-100 is at hand, else from the
+    test images shipped in examples/."""
+    a, b = pair
+    if a == b:
+        return [], "Pick two different models."
+    items, differ = disagreements({n: REPORTS[n] for n in pair}, pair, test_images=local_test_images(),
+                                  folders=(HERE / "examples" / "disagreements", HERE / "examples" / "cifar"))
+    caption = (f"`{a}` and `{b}` disagree on **{differ:,}** of {len(REPORTS[a]['images']['label']):,} test images; "
+               f"{len(items)} shown" + ("" if local_test_images() is not None else
+                                        " (from the images shipped in examples/: set CIFAR100_DIR for all)") + ".")
+    return items, caption
+
+
+@functools.lru_cache(maxsize=1)
+def local_test_images():
+    """CIFAR-100's test images when the data set is on this machine (CIFAR100_DIR or ./data), else None."""
+    from cifar_models.data import load_test_images
+    return load_test_images()
+
+
+class corruption_view:
+    """Accuracy against severity for the shown models that have corruption figures in their NAME.eval.json."""
+
+    def __init__(self, start):
+        gr.Markdown("## Robustness to corruptions")
+        self.table = gr.Markdown(self.text(start), elem_id="corruption-table")
+        self.plot = gr.Plot(self.figure(start), show_label=False, elem_id="corruption-curves")
+        self.outputs = [self.table, self.plot]
+
+    @staticmethod
+    def have(names) -> dict:
+        return {n: REPORTS[n] for n in names if REPORTS.get(n, {}).get("corruptions")}
+
+    def text(self, names) -> str:
+        have = self.have(names)
+        if not have:
+            return ("No corruption figures for the shown models yet: run `python scripts/evaluate.py --checkpoint "
+                    "checkpoints/NAME --corruptions` for each.")
+        rows = ["| model | clean top-1 (same images) | mean corruption accuracy (mCA) | mCA / clean | test images |",
+                "|---|---|---|---|---|"]
+        for n, r in have.items():
+            ev = r["corruption_eval"]
+            rows.append(f"| {model_titles().get(n, n)} | {ev['clean_top1']:.1%} | **{r['corruption_mca']:.1%}** | "
+                        f"{r['corruption_mca'] / ev['clean_top1']:.0%} | {ev['test_images']:,} (seed {ev['seed']}) |")
+        return ("Top-1 on test images corrupted on the fly (`scripts/evaluate.py --corruptions`): each corruption "
+                "of the Robustness lab at severities 1-5; mCA is the mean over all of them.\n\n" + "\n".join(rows))
+
+    def figure(self, names):
+        have = self.have(names)
+        return corruption_curves(have, model_titles()) if have else None
+
+    def update(self, names) -> list:
+        return [self.text(names), self.figure(names)]
 
 
 # ----------------------------------------------------------------------------- robustness lab
-def robustness_panel(models: dict, image: gr.Image):
-    """Corrupt the current image (one slider per corruption, 0 = off) and re-run every model on it at once.
-    Lays the panel out; returns the function that wires its events, to be called after the main prediction's
-    (so that on a new image the main prediction is queued first). Nothing runs while the panel is closed."""
-    names = list(CORRUPTIONS)
+def robustness_panel(image: gr.Image, shown: gr.State):
+    """Corrupt the current image (one slider per corruption, 0 = off) and re-run the shown models on it at once.
+    Lays the panel out; returns (its bar charts, the function that wires its events, to be called after the
+    main prediction's, so that on a new image the main prediction is queued first). Nothing runs while the
+    panel is closed."""
+    corruptions = list(CORRUPTIONS)
     lab_open = gr.State(False)
     with gr.Accordion("Robustness lab: corrupt the image and see which model holds up", open=False,
                       elem_id="robustness") as lab:
@@ -244,10 +473,10 @@ def robustness_panel(models: dict, image: gr.Image):
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
                 sliders = []
-                for i in range(0, len(names), 3):
+                for i in range(0, len(corruptions), 3):
                     with gr.Row(equal_height=True):
                         sliders += [gr.Slider(0, 5, value=0, step=1, label=CORRUPTION_TITLES[n], info=scale(n),
-                                              elem_id=f"sev-{n}", min_width=180) for n in names[i:i + 3]]
+                                              elem_id=f"sev-{n}", min_width=180) for n in corruptions[i:i + 3]]
                 with gr.Row(equal_height=True):
                     seed = gr.Number(0, precision=0, minimum=0, label="Seed (noise, rotation direction, occluder place)",
                                      elem_id="robust-seed")
@@ -260,31 +489,34 @@ def robustness_panel(models: dict, image: gr.Image):
                                          buttons=[])
                 summary = gr.Markdown(elem_id="robust-summary")
         with gr.Row(equal_height=True):
-            bars = [gr.Plot(show_label=False, elem_id=f"robust-bars-{n}") for n in models]
+            bars = [gr.Plot(show_label=False, elem_id=f"robust-bars-{i}") for i in range(n_slots())]
 
-    def run(payload, is_open, seed_value, *severities):
+    def run(payload, is_open, shown_names, seed_value, *severities):
         if payload is None or not is_open:
-            return [gr.skip()] * (3 + len(models))
+            return [gr.skip()] * (3 + len(bars))
         try:
             photo, _ = read_upload(payload)
         except gr.Error as e:  # the main prediction already shows the message as a pop-up
-            return [None, None, f"⚠️ {e.message}"] + [None] * len(models)
-        r = corrupted_comparison(MODELS, photo, dict(zip(names, severities)), int(seed_value or 0))
+            return [None, None, f"⚠️ {e.message}"] + [None] * len(bars)
+        models = shown_models(shown_names)
+        r = corrupted_comparison(models, photo, dict(zip(corruptions, severities)), int(seed_value or 0))
         out = [to_display(r["original"]), to_display(r["corrupted"]), robustness_summary(r, model_titles())]
-        for name in models:
+        for i, name in enumerate(list(models)[:len(bars)]):
             top = [(t["label"], t["probability"]) for t in r["models"][name]["top"]]
             out.append(topk_bars(top, name, f"{name}: top-5 on the corrupted image"))
-        return out
+        return out + [None] * (len(bars) - min(len(models), len(bars)))
 
     def wire():
-        event = dict(fn=run, inputs=[image, lab_open, seed, *sliders], outputs=[original, corrupted, summary, *bars],
-                  preprocess=False, show_progress="minimal", api_visibility="private", **ON_MODELS)
-        lab.expand(lambda: True, None, lab_open, api_visibility="private").then(**event)
-        lab.collapse(lambda: False, None, lab_open, api_visibility="private")
-        gr.on([image.change, seed.change, *[s.change for s in sliders]], trigger_mode="always_last", **event)
-        reset.click(lambda: [0] * len(sliders), None, sliders, api_visibility="private")
+        event = dict(fn=run, inputs=[image, lab_open, shown, seed, *sliders],
+                     outputs=[original, corrupted, summary, *bars], preprocess=False, show_progress="minimal",
+                     **PRIVATE, **ON_MODELS)
+        lab.expand(lambda: True, None, lab_open, **PRIVATE).then(**event)
+        lab.collapse(lambda: False, None, lab_open, **PRIVATE)
+        gr.on([image.change, shown.change, seed.change, *[s.change for s in sliders]], trigger_mode="always_last",
+              **event)
+        reset.click(lambda: [0] * len(sliders), None, sliders, **PRIVATE)
 
-    return wire
+    return bars, wire
 
 
 # ----------------------------------------------------------------------------- live webcam
@@ -294,9 +526,9 @@ LIVE = dict(stream_every=0.05,  # a frame every 50 ms at most; the server only e
 METER = RateMeter()
 
 
-def webcam_view(models: dict) -> None:
-    gr.Markdown("Click the camera, allow access, then **Record**: every model's top-5 follows the picture live. "
-                "Frames are reduced to the models' 32x32 input first, and a slow frame is simply skipped "
+def webcam_view(shown: gr.State, start) -> list:
+    gr.Markdown("Click the camera, allow access, then **Record**: every shown model's top-5 follows the picture "
+                "live. Frames are reduced to the models' 32x32 input first, and a slow frame is simply skipped "
                 "(the newest one always wins). For a single snapshot, use the camera of the *Compare* tab.")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=300):
@@ -306,50 +538,46 @@ def webcam_view(models: dict) -> None:
         with gr.Column(scale=3):
             status = gr.Markdown("Not streaming.", elem_id="live-status")
             with gr.Row(equal_height=True):
-                labels = [gr.Label(num_top_classes=5, label=model_titles().get(n, n), elem_id=f"live-{n}") for n in models]
+                labels = [gr.Label(num_top_classes=5, label=title(MODELS[start[i]]) if i < len(start) else "",
+                                   visible=i < len(start), elem_id=f"live-{i}") for i in range(n_slots())]
 
-    def frame(payload, request: gr.Request):
+    def frame(payload, names, request: gr.Request):
         if payload is None:
             return [gr.skip()] * (1 + len(labels))
+        models = shown_models(names)
         try:
-            tops, ms = live_predictions(MODELS, payload)
+            tops, ms = live_predictions(models, payload)
         except ImageInputError as e:  # one bad frame: say so and keep streaming
             return [f"⚠️ {e}"] + [gr.skip()] * len(labels)
         rate = METER.tick(getattr(request, "session_hash", None) or "?")
         now = time.time()
         line = (f"Live · {rate:.1f} updates/s · last frame {ms:.0f} ms (decode + {len(tops)} models) · "
                 f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now * 1000) % 1000:03d} · frame {frame_id(payload)}")
-        return [line] + [tops[n] for n in models]
+        values = list(tops.values())[:len(labels)]
+        return [line] + values + [gr.skip()] * (len(labels) - len(values))
 
-    cam.stream(frame, cam, [status, *labels], preprocess=False, show_progress="hidden", api_visibility="private",
-               **LIVE)
+    cam.stream(frame, [cam, shown], [status, *labels], preprocess=False, show_progress="hidden", **PRIVATE, **LIVE)
+    return labels
 
 
-def corruption_view(reports: dict) -> None:
-    """Accuracy against severity for every model that has corruption figures in its NAME.eval.json."""
-    have = {n: r for n, r in reports.items() if r.get("corruptions")}
-    gr.Markdown("## Robustness to corruptions")
-    if not have:
-        gr.Markdown("No corruption figures yet: run `python scripts/evaluate.py --checkpoint checkpoints/NAME "
-                    "--corruptions` for each model.")
-        return
-    rows = ["| model | clean top-1 (same images) | mean corruption accuracy (mCA) | mCA / clean | test images |",
-            "|---|---|---|---|---|"]
-    for n, r in have.items():
-        ev = r["corruption_eval"]
-        rows.append(f"| {model_titles().get(n, n)} | {ev['clean_top1']:.1%} | **{r['corruption_mca']:.1%}** | "
-                    f"{r['corruption_mca'] / ev['clean_top1']:.0%} | {ev['test_images']:,} (seed {ev['seed']}) |")
-    gr.Markdown("Top-1 on test images corrupted on the fly (`scripts/evaluate.py --corruptions`): each corruption "
-                "of the Robustness lab at severities 1-5; mCA is the mean over all of them.\n\n" + "\n".join(rows))
-    gr.Plot(corruption_curves(have, model_titles()), show_label=False, elem_id="corruption-curves")
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    torch.set_grad_enabled(False)
+    if not CHECKPOINT_DIR.is_dir():
+        sys.exit(f"cifar-compare cannot start: the checkpoint folder {CHECKPOINT_DIR} does not exist. Set "
+                 f"CHECKPOINT_DIR, restore the shipped ones (git checkout -- checkpoints/) or train one: "
+                 f"python scripts/train.py --model cnn9 --recipe cpu")
+    models, failed = load_all(CHECKPOINT_DIR)
+    if not models:
+        reasons = "".join(f"\n- {n}: {why}" for n, why in failed.items())
+        sys.exit(f"cifar-compare cannot start: no usable checkpoint in {CHECKPOINT_DIR}"
+                 + (f" ({len(failed)} failed to load):{reasons}" if failed else " (the folder has none).")
+                 + "\nRestore the shipped ones (git checkout -- checkpoints/) or train one: "
+                   "python scripts/train.py --model cnn9 --recipe cpu")
+    build(models, load_reports(CHECKPOINT_DIR, names=list(models)), failed).launch(
+        css=CSS, show_error=True, server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        max_file_size=serving.MAX_FILE_SIZE)
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
-    try:
-        models = load_models(CHECKPOINT_DIR)
-    except CheckpointError as e:
-        sys.exit(f"cifar-compare cannot start: {e}")
-    build(models, load_reports(CHECKPOINT_DIR)).launch(
-        css=CSS, show_error=True, server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        max_file_size=serving.MAX_FILE_SIZE)
+    main()

@@ -3,6 +3,7 @@ through both, describe each one."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from pathlib import Path
@@ -15,11 +16,18 @@ from .inference import Classifier, load_classifier
 from .models import get_entry
 
 MODEL_NAMES = ("cnn9", "efficientnet_b0")  # the shipped pair, shown by default
+# Colours for checkpoints beyond the first of each registry model (a model's first checkpoint, the one named
+# like the model, keeps its registry colour): distinct from the registry's and from each other.
+PALETTE = ("#3BB273", "#7768AE", "#F6AE2D", "#1B998B", "#C3423F", "#8D6A9F", "#4D9DE0", "#A0522D", "#6C757D")
+log = logging.getLogger("cifar_compare")
 
 
 def title(clf: Classifier) -> str:
-    """How the dashboard names a model: its registry entry's title."""
-    return get_entry(clf.name).title
+    """How the dashboard names a checkpoint: its registry entry's title, prefixed by the checkpoint's own
+    name when that differs from the model's (cnn9_long · cnn9 · 9-layer CNN, from scratch)."""
+    entry = get_entry(clf.name).title
+    name = getattr(clf, "checkpoint", clf.name)
+    return entry if name == clf.name else f"{name} · {entry}"
 
 
 def short_title(clf: Classifier) -> str:
@@ -28,6 +36,24 @@ def short_title(clf: Classifier) -> str:
 
 def color(clf: Classifier) -> str:
     return get_entry(clf.name).color
+
+
+def model_colors(models: dict[str, Classifier]) -> dict[str, str]:
+    """Checkpoint name -> one colour, used for that checkpoint everywhere (bars, curves, diagrams)."""
+    out = {n: color(c) for n, c in models.items() if n == c.name}
+    spare = [c for c in PALETTE if c not in out.values()]
+    for i, n in enumerate(n for n in models if n not in out):
+        out[n] = spare[i % len(spare)]
+    return out
+
+
+def checkpoint_names(checkpoint_dir) -> list[str]:
+    """Every checkpoint in a folder, by name: NAME.json (not NAME.eval.json) or a NAME.safetensors left
+    without its JSON (so that it is reported, not silently skipped). The shipped pair first, then A-Z."""
+    folder = Path(checkpoint_dir)
+    names = {p.stem for p in folder.glob("*.json") if not p.name.endswith(".eval.json")}
+    names |= {p.stem for p in folder.glob("*.safetensors")}
+    return sorted(names, key=lambda n: (n not in MODEL_NAMES, MODEL_NAMES.index(n) if n in MODEL_NAMES else 0, n))
 
 
 def load_models(checkpoint_dir="checkpoints", device="cpu", names=MODEL_NAMES) -> dict[str, Classifier]:
@@ -42,6 +68,31 @@ def load_models(checkpoint_dir="checkpoints", device="cpu", names=MODEL_NAMES) -
     return models
 
 
+def load_all(checkpoint_dir="checkpoints", device="cpu") -> tuple[dict[str, Classifier], dict[str, str]]:
+    """Every checkpoint in the folder, whatever its name (each one knows its model from its own JSON).
+    Returns (name -> Classifier, name -> why it could not be loaded); each is logged, with the time taken."""
+    t0 = time.perf_counter()
+    models, failed = {}, {}
+    for name in checkpoint_names(checkpoint_dir):
+        t = time.perf_counter()
+        try:
+            models[name] = load_classifier(Path(checkpoint_dir) / name, device=device)
+        except CheckpointError as e:
+            failed[name] = str(e)
+            log.warning("checkpoint %s not loaded: %s", name, e)
+            continue
+        log.info("loaded checkpoint %s (%s) in %.2f s", name, models[name].name, time.perf_counter() - t)
+    log.info("%d checkpoint(s) loaded from %s in %.2f s%s", len(models), checkpoint_dir, time.perf_counter() - t0,
+             f"; {len(failed)} failed" if failed else "")
+    return models, failed
+
+
+def default_shown(models: dict, limit: int = 4) -> list[str]:
+    """What the dashboard shows before anyone picks: the shipped pair when both loaded, else the first two."""
+    pair = [n for n in MODEL_NAMES if n in models]
+    return pair if len(pair) == len(MODEL_NAMES) else list(models)[:min(2, limit)]
+
+
 def model_inputs(models: dict[str, Classifier], image) -> dict[int, torch.Tensor]:
     """One PIL image as every model's (3, S, S) uint8 input, keyed by source size S: the photo is converted
     once per source size (both shipped models use the same 32 px), not once per model."""
@@ -53,22 +104,28 @@ def model_inputs(models: dict[str, Classifier], image) -> dict[int, torch.Tensor
     return out
 
 
-def compare_inputs(models: dict[str, Classifier], inputs: list[dict[int, torch.Tensor]], k: int = 5) -> list[dict]:
-    """Several images (from `model_inputs`) through every model, one forward pass per model for all of them.
-    Per image: top-k, superclass and the forward pass's milliseconds per model (the whole batch's pass:
-    what this image waited for), `agree`, and `batch` (how many images shared the pass)."""
+def compare_inputs(models: dict[str, Classifier], inputs: list[dict[int, torch.Tensor]], k: int = 5,
+                   wanted: list | None = None) -> list[dict]:
+    """Several images (from `model_inputs`) through the models, one forward pass per model for all the images
+    that want it (`wanted[i]`: the model names image i asks for; default every model). Per image: top-k,
+    superclass and the forward pass's milliseconds per model (the whole batch's pass: what this image waited
+    for), `agree` (all its models' top-1 the same), and `batch` (how many images shared the pass)."""
+    wanted = [list(w or models) for w in (wanted or [None] * len(inputs))]
     results = [{} for _ in inputs]
     for name, clf in models.items():
+        rows = [i for i, w in enumerate(wanted) if name in w]
+        if not rows:
+            continue
         size = int(clf.data_config.get("source_size", 32))
-        x = torch.stack([inp[size] for inp in inputs])
+        x = torch.stack([inputs[i][size] for i in rows])
         t0 = time.perf_counter()
         tops = clf.top_k(x, k=k)
         ms = round((time.perf_counter() - t0) * 1000, 1)
-        for r, top in zip(results, tops):
-            r[name] = dict(top=[dict(label=c, probability=p) for c, p in top],
-                           superclass=clf.superclass(top[0][0]), milliseconds=ms)
-    for r in results:
-        r["agree"] = len({r[name]["top"][0]["label"] for name in models}) == 1
+        for i, top in zip(rows, tops):
+            results[i][name] = dict(top=[dict(label=c, probability=p) for c, p in top],
+                                    superclass=clf.superclass(top[0][0]), milliseconds=ms)
+    for r, w in zip(results, wanted):
+        r["agree"] = len({r[name]["top"][0]["label"] for name in w if name in r}) == 1
         r["batch"] = len(inputs)
     return results
 
@@ -78,26 +135,40 @@ def compare(models: dict[str, Classifier], image, k: int = 5) -> dict:
     return compare_inputs(models, [model_inputs(models, image)], k)[0]
 
 
+def select(models: dict[str, Classifier], names) -> dict[str, Classifier]:
+    """The named models, in the order asked; KeyError naming what is loaded for an unknown name."""
+    unknown = [n for n in names if n not in models]
+    if unknown:
+        raise KeyError(f"no loaded model named {', '.join(map(repr, unknown))}; loaded: {', '.join(models)}")
+    return {n: models[n] for n in dict.fromkeys(names)}
+
+
 class BatchedCompare:
     """`compare` for many threads at once: each caller converts its own image (in its own thread), then the
-    forward passes of everything waiting run together on one thread (`serving.MicroBatcher`)."""
+    forward passes of everything waiting run together on one thread (`serving.MicroBatcher`), each model
+    only on the images that asked for it."""
 
     def __init__(self, models: dict[str, Classifier], k: int = 5, max_batch: int | None = None):
         from .serving import MAX_BATCH, MicroBatcher
 
         self.models, self.k = models, k
-        self.batcher = MicroBatcher(lambda inputs: compare_inputs(self.models, inputs, self.k),
-                                    max_batch or MAX_BATCH, name="models")
+        self.batcher = MicroBatcher(
+            lambda items: compare_inputs(self.models, [x for x, _ in items], self.k, [w for _, w in items]),
+            max_batch or MAX_BATCH, name="models")
 
-    def __call__(self, image) -> dict:
-        return self.batcher.submit(model_inputs(self.models, image))
+    def __call__(self, image, names=None) -> dict:
+        """Top-k of `names` (default: every model) for one PIL image."""
+        chosen = select(self.models, names) if names else self.models
+        return self.batcher.submit((model_inputs(chosen, image), list(chosen)))
 
 
 def agreement_line(result: dict, models: dict[str, Classifier]) -> str:
-    tops = {n: result[n]["top"][0] for n in models}
-    if result["agree"]:
+    tops = {n: result[n]["top"][0] for n in models if n in result}
+    if len({t["label"] for t in tops.values()}) == 1:
         label = next(iter(tops.values()))["label"].replace("_", " ")
-        return f"✅ {'Both' if len(tops) == 2 else 'All'} models say **{label}**."
+        if len(tops) == 1:
+            return f"{short_title(next(iter(models.values())))} says **{label}**."
+        return f"✅ {'Both' if len(tops) == 2 else f'All {len(tops)}'} models say **{label}**."
     said = ", ".join(f"{short_title(models[n])} says **{t['label'].replace('_', ' ')}** ({t['probability']:.0%})"
                      for n, t in tops.items())
     return f"⚖️ The models disagree: {said}."
@@ -155,18 +226,43 @@ def confusions_table(report: dict, n: int = 10) -> list[list]:
             for c in report["top_confusions"][:n]]
 
 
-def disagreements(reports: dict[str, dict], folder) -> list[tuple[str, str]]:
-    """(image path, caption) for the saved test images (examples/disagreements/test{index}.png) on which
-    the two models' top-1 differ, captioned with the truth and both predictions."""
-    if len(reports) < 2:
-        return []
-    classes = list(next(iter(reports.values()))["per_class_accuracy"])
-    im = {n: r["images"] for n, r in reports.items()}
+def disagreements(reports: dict[str, dict], pair: tuple[str, str], folders=(), test_images=None,
+                  limit: int = 48) -> tuple[list, int]:
+    """The test images on which the pair's top-1 differ, as ([(PIL image, caption)], how many differ in all),
+    captioned with the truth and both predictions (raw confidences). Images come from the test set when it
+    is at hand (`test_images`: uint8 (N,3,32,32)), else from the PNGs saved as `*test{index}.png` in
+    `folders` (scripts/make_examples.py ships some). A third each, up to `limit`: only the first model right,
+    only the second, neither."""
+    a, b = (reports[n] for n in pair)
+    ia, ib = a["images"], b["images"]
+    if len(ia["label"]) != len(ib["label"]) or ia["label"] != ib["label"]:
+        return [], 0  # not the same test images (a --limit report): nothing to compare image by image
+    classes = list(a["per_class_accuracy"])
+    saved = {}
+    for folder in folders:
+        for path in Path(folder).glob("*test*.png"):
+            m = re.search(r"test(\d+)$", path.stem)
+            if m:
+                saved.setdefault(int(m.group(1)), path)
+    n = len(ia["label"])
+    available = range(n) if test_images is not None and len(test_images) == n else sorted(i for i in saved if i < n)
+    groups = ([], [], [])
+    differ = 0
+    for i in range(n):
+        if ia["top1"][i] == ib["top1"][i]:
+            continue
+        differ += 1
+        groups[0 if ia["top1"][i] == ia["label"][i] else 1 if ib["top1"][i] == ia["label"][i] else 2].append(i)
+    have = set(available)
+    chosen = sorted(i for g in groups for i in [j for j in g if j in have][: max(1, limit // 3)])[:limit]
     out = []
-    for path in sorted(Path(folder).glob("test*.png"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0)):
-        i = int(re.sub(r"\D", "", path.stem))
-        label = classes[im[next(iter(im))]["label"][i]]
-        parts = [f"true: {label}"] + [f"{n}: {classes[im[n]['top1'][i]]} ({im[n]['confidence'][i]:.0%})"
-                                      for n in im]
-        out.append((str(path), " · ".join(parts).replace("_", " ")))
-    return out
+    for i in chosen:
+        if test_images is not None and len(test_images) == n:
+            img = Image.fromarray(test_images[i].permute(1, 2, 0).numpy())
+        else:
+            img = Image.open(saved[i]).convert("RGB")
+        caption = " · ".join([f"true: {classes[ia['label'][i]]}"] + [
+            f"{name}: {classes[r['images']['top1'][i]]} ({r['images']['confidence'][i]:.0%})"
+            for name, r in zip(pair, (a, b))]).replace("_", " ")
+        out.append((img, caption))
+    return out, differ

@@ -133,6 +133,16 @@ def load_cifar100(data_dir=None, *, verify: bool = True, download_if_missing: bo
                     superclass_of, md5, str(root))
 
 
+def load_test_images(data_dir=None) -> torch.Tensor | None:
+    """CIFAR-100's test images (uint8, N x 3 x 32 x 32) when the files are on this machine, else None: for
+    showing test images, never for measuring (no md5 check, no download)."""
+    path = resolve_data_dir(data_dir) / "test"
+    try:
+        return _split(_read(path)).images if path.is_file() else None
+    except Exception:
+        return None
+
+
 def _hash_order(indices: np.ndarray, seed: int) -> np.ndarray:
     """A seeded shuffle that never changes across numpy/torch versions: sort by md5(seed, index)."""
     keys = [hashlib.md5(f"{seed}:{i}".encode()).digest() for i in indices.tolist()]

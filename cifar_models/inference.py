@@ -59,7 +59,8 @@ class Classifier:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.meta = meta
-        self.name = meta["model"]
+        self.name = meta["model"]  # the registry model it is (cnn9, efficientnet_b0, timm:...)
+        self.checkpoint = meta.get("name") or self.name  # the checkpoint's own name (its file name once loaded)
         self.classes: list[str] = meta["class_names"]
         self.superclasses: list[str] = meta["superclass_names"]
         self.superclass_of: list[int] = meta["superclass_of"]
@@ -168,7 +169,9 @@ def load_classifier(path, device="cpu") -> Classifier:
                               ". Restore it from git or train again.")
     state = load_weights(path, meta)
     try:
-        return classifier_from_state(meta, state, device)
+        clf = classifier_from_state(meta, state, device)
+        clf.checkpoint = js.stem
+        return clf
     except (RuntimeError, TypeError, ValueError, KeyError) as e:
         raise CheckpointError(f"{weights} does not fit the model described in {js} ({str(e).splitlines()[0]}). "
                               f"Restore both from git or train again.") from None

@@ -6,12 +6,25 @@ import plotly.graph_objects as go
 from .models import get_entry
 
 
+COLORS: dict[str, str] = {}  # checkpoint name -> colour, set once by the app (compare.model_colors)
+
+
+def use_colors(colors: dict[str, str]) -> None:
+    """Give each checkpoint its colour in every figure (one colour per model, the same everywhere)."""
+    COLORS.clear()
+    COLORS.update(colors)
+
+
 def _color(name: str) -> str:
-    """A model's colour, from its registry entry (grey for a name the registry does not know)."""
+    """A model's colour: the app's choice, else its registry entry's (grey for a name neither knows)."""
+    if name in COLORS:
+        return COLORS[name]
     try:
         return get_entry(name).color
     except KeyError:
         return "#555555"
+
+
 BAR_HEIGHT, CURVE_HEIGHT = 300, 360
 
 

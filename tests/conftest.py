@@ -65,3 +65,38 @@ def trained_cnn(cifar_fixture, tmp_path_factory):
     meta = train(tiny_cnn_cfg(), data_dir=cifar_fixture, out_dir=out / "checkpoints", run_dir=out / "runs",
                  verify_md5=False)
     return out / "checkpoints" / "cnn9", meta
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(checkpoint_dir: Path, log_path: Path):
+    """app.py on a free loopback port over `checkpoint_dir`, its log in `log_path`: (process, url) once it listens."""
+    import socket
+    import subprocess
+    import time
+
+    port = free_port()
+    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), CHECKPOINT_DIR=str(checkpoint_dir),
+               GRADIO_ANALYTICS_ENABLED="False")
+    env.pop("GRADIO_SERVER_NAME", None)
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + float(os.environ.get("APP_START_TIMEOUT", 600))
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"app exited: {Path(log_path).read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"http://127.0.0.1:{port}/"
+        except OSError:
+            if time.time() > deadline:
+                proc.kill()
+                pytest.fail("app did not start listening in time")
+            time.sleep(0.5)

@@ -1,0 +1,56 @@
+"""The EfficientNet-B0 CPU recipe's code path, end to end on the tiny fixture: the frozen stages' output is
+cached (fp16, several views, in resumable parts), the later stages train, the checkpoint saves, loads and
+predicts; a lost cache part is recomputed alone, bit for bit."""
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from cifar_models import load_classifier
+from cifar_models.recipes import get_recipe
+from cifar_models.training import train
+from conftest import IMAGENET_WEIGHTS
+
+
+def test_efficientnet_b0_cpu_recipe_caches_trains_saves_loads_and_predicts(cifar_fixture, tmp_path):
+    cfg = get_recipe("efficientnet_b0", "cpu")
+    assert cfg["freeze"] == 6 and cfg["cache_views"] >= 2  # the shipped recipe: stem + block stages 1-5 frozen
+    pretrained = str(IMAGENET_WEIGHTS) if IMAGENET_WEIGHTS.is_file() else None
+    # Smaller than the real run, same code path: 64 px (stage 5's output is then 4x4 instead of 12x12),
+    # 2 cached views, about 300 training images, one epoch.
+    cfg.update(pretrained=pretrained, input_size=64, cache_views=2, subset=300, epochs=1, batch_size=100,
+               val_per_class=2, amp=False, device="cpu")
+    kw = dict(data_dir=cifar_fixture, out_dir=tmp_path / "ck", run_dir=tmp_path / "runs", verify_md5=False)
+    meta = train(cfg, **kw)
+
+    folders = {p.parent for p in (tmp_path / "runs" / "feature-cache").rglob("view*-part*.safetensors")}
+    by_views = {len(list(f.glob("view*-part*.safetensors"))): f for f in folders}
+    assert sorted(by_views) == [1, 2], by_views  # validation once; training in 2 views (original + mirror/crop)
+    train_parts = sorted(by_views[2].glob("view*-part*.safetensors"))
+    (x,) = load_file(str(train_parts[0])).values()
+    assert x.dtype == torch.float16 and tuple(x.shape[1:]) == (112, 4, 4)  # B0's stage-5 maps, in fp16
+
+    assert meta["recipe"]["freeze"] == 6 and meta["data_config"]["input_size"] == 64
+    assert meta["feature_extraction_seconds"] > 0 and len(meta["history"]) == 1
+    assert meta["metrics"]["test"]["n"] == 100  # --subset shrinks the test set too (a smoke run)
+
+    clf = load_classifier(tmp_path / "ck" / "efficientnet_b0")
+    (top,) = clf.predict([Image.new("RGB", (300, 200), (0, 90, 200))])
+    assert len(top) == 5 and top[0][1] >= top[-1][1] > 0
+
+    state = load_file(str(tmp_path / "ck" / "efficientnet_b0.safetensors"))
+    if pretrained:  # frozen means frozen: stem and block stages 1-5 are the ImageNet weights, BN statistics too
+        imagenet = load_file(pretrained)
+        frozen = [k for k in state if k.startswith(("conv_stem.", "bn1.", *(f"blocks.{i}." for i in range(5))))]
+        assert frozen and all(torch.equal(state[k], imagenet[k].to(state[k].dtype)) for k in frozen)
+        tuned = [k for k in state if k.startswith("blocks.5.") and k.endswith("weight")]
+        assert any(not torch.equal(state[k], imagenet[k].to(state[k].dtype)) for k in tuned)
+
+    # A cache part lost (a run killed while writing it, a disk cleaned): the same command recomputes that part
+    # only, identical to the lost one (each view's crops and flips are seeded by seed, view and part).
+    lost, kept = train_parts[-1], train_parts[0]
+    before, kept_mtime = load_file(str(lost)), kept.stat().st_mtime_ns
+    lost.unlink()
+    train(cfg, restart=True, **kw)
+    assert kept.stat().st_mtime_ns == kept_mtime
+    after = load_file(str(lost))
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in after)
