@@ -24,7 +24,8 @@ from PIL import Image
 
 from cifar_models import plots, serving
 from cifar_models.compare import (BatchedCompare, agreement_line, confusions_table, default_shown, disagreements,
-                                  explain, load_all, load_reports, model_card, model_colors, select, title)
+                                  explain, load_all, load_reports, model_card, model_colors, select, title,
+                                  warm_shapes)
 from cifar_models.corruptions import CORRUPTIONS, scale
 from cifar_models.corruptions import TITLES as CORRUPTION_TITLES
 from cifar_models.images import ImageInputError, open_image
@@ -183,6 +184,7 @@ def build(models, reports: dict | None = None, failed: dict | None = None) -> gr
     # (computed once, by a background warm-up that also makes the models' first, slow forward pass).
     def warm_up():
         first_view(examples[0] if examples else None, tuple(start))
+        warm_shapes(MODELS, serving.MAX_BATCH)
         if len([n for n in REPORTS if REPORTS[n].get("images")]) >= 2:
             gallery_items(default_pair(start))
 
@@ -561,7 +563,8 @@ def webcam_view(shown: gr.State, start) -> list:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log.setLevel(logging.INFO)  # this app's own lines (checkpoints loaded, timings); libraries stay at WARNING
     torch.set_grad_enabled(False)
     if not CHECKPOINT_DIR.is_dir():
         sys.exit(f"cifar-compare cannot start: the checkpoint folder {CHECKPOINT_DIR} does not exist. Set "

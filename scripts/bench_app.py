@@ -44,9 +44,12 @@ def free_port() -> int:
 
 def launch(script: Path, **env) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    # The app's output goes to a file: a pipe nobody reads fills up (64 KB) and then blocks the app's next write.
+    log = tempfile.NamedTemporaryFile("w+", prefix=f"bench-{script.stem}-", suffix=".log", delete=False)
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                             text=True, env=dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
                                                 GRADIO_ANALYTICS_ENABLED="False", **env))
+    proc.log_path = log.name
     return proc, f"http://127.0.0.1:{port}/"
 
 
@@ -60,7 +63,7 @@ def first_answer(proc: subprocess.Popen, url: str, image=EXAMPLE, timeout: float
             return client, time.perf_counter() - t0
         except Exception:
             if proc.poll() is not None:
-                raise SystemExit(f"{url}: the app exited: {proc.stderr.read()[-2000:]}")
+                raise SystemExit(f"{url}: the app exited: {Path(proc.log_path).read_text()[-2000:]}")
             if time.perf_counter() - t0 > timeout:
                 raise SystemExit(f"{url}: no answer after {timeout:.0f} s")
             time.sleep(0.05)

@@ -77,3 +77,14 @@ def test_is_within(tmp_path):
     assert not is_within(tmp_path / "uploads" / "link.jpg", roots)  # a link out of the folder
     assert not is_within(tmp_path / "uploads-evil" / "x.jpg", roots)  # a sibling with the same prefix
     assert not is_within("\0bad", roots) and not is_within(None, roots)
+
+
+def test_batches_are_cut_into_a_few_fixed_shapes():
+    # At most five batch shapes reach the models (1, 2, 4, 8, 16), so the backend's per-shape memory is bounded.
+    from cifar_models.compare import pow2_chunks
+
+    for n in range(1, 60):
+        chunks = pow2_chunks(n, 16)
+        sizes = [hi - lo for lo, hi in chunks]
+        assert chunks[0][0] == 0 and chunks[-1][1] == n and all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
+        assert set(sizes) <= {1, 2, 4, 8, 16} and sizes == sorted(sizes, reverse=True)
