@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any, Callable, Sequence
 
@@ -25,6 +26,27 @@ MAX_BATCH = 16  # inputs per forward pass at most
 PREDICT_CONCURRENCY = 24  # requests decoding / waiting for their batch at once (>= the clients served at once)
 HEATMAP_CONCURRENCY = 1  # Grad-CAM is heavier and rarer: one at a time, on its own queue slot
 QUEUE = dict(default_concurrency_limit=1, max_size=64)  # demo.queue(**QUEUE), the bare benchmark app too
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None elsewhere (musl, macOS, Windows)."""
+    try:
+        import ctypes
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+MALLOC_TRIM = _malloc_trim()
+TRIM_EVERY_S = 5.0
+
+
+def release_memory() -> None:
+    """Hand memory freed by finished requests back to the system. glibc keeps freed memory in per-thread
+    arenas, and a burst of requests decoded in many worker threads leaves hundreds of MB there that the
+    process never uses again; malloc_trim returns it (a few ms)."""
+    if MALLOC_TRIM is not None:
+        MALLOC_TRIM(0)
 
 
 class MicroBatcher:
@@ -39,6 +61,7 @@ class MicroBatcher:
         self._lock = threading.Lock()
         self.batches = 0  # forward calls so far, and the largest batch (for tests and the benchmark)
         self.largest = 0
+        self._trimmed_at = (0, time.monotonic())  # (batches, time) of the last release_memory
 
     def submit(self, item) -> Any:
         future: Future = Future()
@@ -52,7 +75,11 @@ class MicroBatcher:
 
     def _run(self) -> None:
         while True:
-            work = [self._queue.get()]  # wait for the first item, then take whatever else is already waiting
+            try:
+                work = [self._queue.get(timeout=TRIM_EVERY_S)]  # the first item, then whatever else is waiting
+            except queue.Empty:  # idle: give back what the last requests left behind
+                self._trim(idle=True)
+                continue
             while len(work) < self.max_batch:
                 try:
                     work.append(self._queue.get_nowait())
@@ -73,6 +100,14 @@ class MicroBatcher:
                 continue
             for (_, f), r in zip(work, results):
                 f.set_result(r)
+            self._trim(idle=False)
+
+    def _trim(self, idle: bool) -> None:
+        """release_memory() when requests ran since the last time and, under load, at most every TRIM_EVERY_S."""
+        batches, at = self._trimmed_at
+        if self.batches > batches and (idle or time.monotonic() - at >= TRIM_EVERY_S):
+            release_memory()
+            self._trimmed_at = (self.batches, time.monotonic())
 
 
 def is_within(path, roots) -> bool:
