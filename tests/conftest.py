@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny, learnable data set in the exact CIFAR-100 python format."""
 import os
 import pickle
+import shutil
 import sys
 from pathlib import Path
 
@@ -100,3 +101,23 @@ def start_app(checkpoint_dir: Path, log_path: Path):
                 proc.kill()
                 pytest.fail("app did not start listening in time")
             time.sleep(0.5)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium_or_skip():
+    if not CHROMIUM:
+        if os.environ.get("REQUIRE_BROWSER"):
+            pytest.fail("chromium is required here (REQUIRE_BROWSER is set) but not installed")
+        pytest.skip("chromium not installed")
+
+
+def new_page(playwright, fake_camera: bool = False):
+    """Headless Chromium (Debian's) and a tall page: (browser, page). fake_camera: its fake webcam, allowed."""
+    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"]
+    if fake_camera:
+        args += ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+    return browser, browser.new_page(viewport={"width": 1400, "height": 1800})

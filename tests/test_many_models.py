@@ -2,9 +2,7 @@
 reported without taking the others down, /predict answers for all (or the named ones), and the page's
 picker chooses which are shown."""
 import json
-import os
 import re
-import shutil
 
 import pytest
 import torch
@@ -14,7 +12,7 @@ from safetensors.torch import load_file
 from cifar_models.checkpoint import checkpoint_paths, read_meta, save_checkpoint
 from cifar_models.compare import (BatchedCompare, agreement_line, checkpoint_names, compare, default_shown,
                                   load_all, model_colors)
-from conftest import ROOT, start_app
+from conftest import ROOT, chromium_or_skip, new_page, start_app
 
 NAMES = ("tiny_a", "tiny_b", "tiny_c")
 
@@ -99,17 +97,12 @@ def test_predict_answers_for_every_loaded_model_or_the_named_ones(many_url):
 
 
 def test_browser_picks_another_model_and_every_view_follows(many_url, tmp_path):
-    from test_app import _chromium_or_skip, CHROMIUM
-
-    _chromium_or_skip()
+    chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
     url, _ = many_url
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        browser, page = new_page(p)
         page.goto(url, wait_until="load", timeout=120_000)
         # The failed checkpoints are reported on the page, with the reason.
         note = page.locator("#load-failures")
