@@ -9,6 +9,10 @@ comparison and the figures live in cifar_models/.
 """
 from __future__ import annotations
 
+from cifar_models.serving import limit_malloc_arenas
+
+limit_malloc_arenas()  # first, before any thread starts: glibc fixes its arena limit when the first thread needs one
+
 import base64
 import functools
 import logging
@@ -25,7 +29,7 @@ from PIL import Image
 from cifar_models import plots, serving
 from cifar_models.compare import (BatchedCompare, agreement_line, confusions_table, default_shown, disagreements,
                                   explain, load_all, load_reports, model_card, model_colors, select, title,
-                                  warm_shapes)
+                                  warm_steps)
 from cifar_models.corruptions import CORRUPTIONS, scale
 from cifar_models.corruptions import TITLES as CORRUPTION_TITLES
 from cifar_models.images import ImageInputError, open_image
@@ -180,16 +184,6 @@ def build(models, reports: dict | None = None, failed: dict | None = None) -> gr
     examples = example_images()
     start = default_shown(MODELS, MAX_SHOWN)
     slots = range(n_slots())
-    # Nothing computed at start-up that can wait: the first example's result is filled in when a page loads
-    # (computed once, by a background warm-up that also makes the models' first, slow forward pass).
-    def warm_up():
-        first_view(examples[0] if examples else None, tuple(start))
-        warm_shapes(MODELS, serving.MAX_BATCH)
-        if len([n for n in REPORTS if REPORTS[n].get("images")]) >= 2:
-            gallery_items(default_pair(start))
-
-    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
-
     with gr.Blocks(title="cifar-compare", delete_cache=serving.DELETE_CACHE) as demo:
         gr.Markdown("# cifar-compare\nCIFAR-100 classifiers side by side: by default a 9-layer CNN trained from "
                     "scratch and EfficientNet-B0 started from ImageNet weights, plus every other checkpoint in the "
@@ -289,6 +283,29 @@ def build(models, reports: dict | None = None, failed: dict | None = None) -> gr
                                        **ON_MODELS)
     demo.queue(**serving.QUEUE)
     return demo
+
+
+def warm_up() -> threading.Thread:
+    """Nothing computed at start-up that can wait: once the app serves, a background thread prepares, between
+    requests only (a request waits for one small step at most), the first example's result that a new page
+    shows, the backend's kernels for every batch shape, and the disagreement gallery. Returns the thread."""
+    examples, start = example_images(), default_shown(MODELS, MAX_SHOWN)
+    steps = [functools.partial(first_view, examples[0] if examples else None, tuple(start))]
+    steps += warm_steps(MODELS, serving.MAX_BATCH)
+    if len([n for n in REPORTS if REPORTS[n].get("images")]) >= 2:
+        steps.append(functools.partial(gallery_items, default_pair(start)))
+
+    def run():
+        t0 = time.perf_counter()
+        for step in steps:
+            BATCHED[0].batcher.wait_idle()
+            step()
+        log.info("warm-up done %.1f s after the app started serving (%d steps between requests)",
+                 time.perf_counter() - t0, len(steps))
+
+    thread = threading.Thread(target=run, name="warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def choose(picked, previous):
@@ -577,9 +594,11 @@ def main() -> None:
                  + (f" ({len(failed)} failed to load):{reasons}" if failed else " (the folder has none).")
                  + "\nRestore the shipped ones (git checkout -- checkpoints/) or train one: "
                    "python scripts/train.py --model cnn9 --recipe cpu")
-    build(models, load_reports(CHECKPOINT_DIR, names=list(models)), failed).launch(
-        css=CSS, show_error=True, server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        max_file_size=serving.MAX_FILE_SIZE)
+    demo = build(models, load_reports(CHECKPOINT_DIR, names=list(models)), failed)
+    demo.launch(css=CSS, show_error=True, server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                max_file_size=serving.MAX_FILE_SIZE, prevent_thread_lock=True)
+    warm_up()
+    demo.block_thread()
 
 
 if __name__ == "__main__":

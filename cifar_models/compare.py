@@ -143,15 +143,22 @@ def pow2_chunks(n: int, largest: int = 16) -> list[tuple[int, int]]:
     return out
 
 
+def warm_steps(models: dict[str, Classifier], largest: int = 16) -> list:
+    """One forward pass per model at every batch shape `pow2_chunks` makes, as separate steps (callables), so
+    that the memory the backend keeps per shape is taken once, soon after start-up, not as requests come in.
+    The app runs them between requests (`MicroBatcher.wait_idle`)."""
+    def step(clf, size):
+        s = int(clf.data_config.get("source_size", 32))
+        return lambda: clf.top_k(torch.zeros(size, 3, s, s, dtype=torch.uint8))
+
+    sizes = [1 << i for i in range(largest.bit_length()) if 1 << i <= largest]
+    return [step(clf, size) for size in sizes for clf in models.values()]
+
+
 def warm_shapes(models: dict[str, Classifier], largest: int = 16) -> None:
-    """One forward pass per model at every batch shape `pow2_chunks` makes, so that the memory the backend
-    keeps per shape is taken once, at start-up, not as requests come in."""
-    size = 1
-    while size <= largest:
-        for clf in models.values():
-            s = int(clf.data_config.get("source_size", 32))
-            clf.top_k(torch.zeros(size, 3, s, s, dtype=torch.uint8))
-        size *= 2
+    """Every `warm_steps` step, now."""
+    for step in warm_steps(models, largest):
+        step()
 
 
 def compare(models: dict[str, Classifier], image, k: int = 5) -> dict:

@@ -40,8 +40,6 @@ from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
-from torchvision.transforms import InterpolationMode
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -106,16 +104,24 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
+def _tv():
+    """torchvision's tensor transforms, imported on first use: importing torchvision costs about a second
+    (it imports torch._dynamo), which the dashboard should not pay at start-up for a lab nobody opened."""
+    import torchvision.transforms.v2.functional as TF
+    return TF
+
+
 # ----------------------------------------------------------------------------- the corruptions
 def rotation(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
     _check(images, severity)
     angle = float(PARAMS["rotation"][severity - 1])
     clockwise = torch.rand(len(images), generator=_generator(generator)) < 0.5
+    TF = _tv()
     out = images.clone()
     for mask, a in ((clockwise, -angle), (~clockwise, angle)):
         idx = mask.nonzero().flatten().to(images.device)
         if len(idx):
-            out[idx] = TF.rotate(images[idx], a, interpolation=InterpolationMode.BILINEAR, fill=0)
+            out[idx] = TF.rotate(images[idx], a, interpolation=TF.InterpolationMode.BILINEAR, fill=0)
     return out
 
 
@@ -137,7 +143,7 @@ def gaussian_blur(images: torch.Tensor, severity: int, generator: torch.Generato
     _check(images, severity)
     sigma = float(PARAMS["gaussian_blur"][severity - 1])
     k = 2 * math.ceil(4 * sigma) + 1
-    return TF.gaussian_blur(images, [k, k], [sigma, sigma])
+    return _tv().gaussian_blur(images, [k, k], [sigma, sigma])
 
 
 def pixelate(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -162,12 +168,12 @@ def brightness(images: torch.Tensor, severity: int, generator: torch.Generator |
 
 def darkness(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
     _check(images, severity)
-    return TF.adjust_brightness(images, float(PARAMS["darkness"][severity - 1]))
+    return _tv().adjust_brightness(images, float(PARAMS["darkness"][severity - 1]))
 
 
 def contrast(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
     _check(images, severity)
-    return TF.adjust_contrast(images, float(PARAMS["contrast"][severity - 1]))
+    return _tv().adjust_contrast(images, float(PARAMS["contrast"][severity - 1]))
 
 
 def gaussian_noise(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -181,7 +187,7 @@ def jpeg(images: torch.Tensor, severity: int, generator: torch.Generator | None 
     _check(images, severity)
     if len(images) == 0:
         return images.clone()
-    return TF.jpeg(images.cpu(), int(PARAMS["jpeg"][severity - 1])).to(images.device)
+    return _tv().jpeg(images.cpu(), int(PARAMS["jpeg"][severity - 1])).to(images.device)
 
 
 CORRUPTIONS: dict[str, Callable[..., torch.Tensor]] = {

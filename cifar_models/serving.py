@@ -28,17 +28,31 @@ HEATMAP_CONCURRENCY = 1  # Grad-CAM is heavier and rarer: one at a time, on its 
 QUEUE = dict(default_concurrency_limit=1, max_size=64)  # demo.queue(**QUEUE), the bare benchmark app too
 
 
-def _malloc_trim():
-    """glibc's malloc_trim, or None elsewhere (musl, macOS, Windows)."""
+def _libc(name: str):
+    """A glibc function (malloc_trim, mallopt), or None elsewhere (musl, macOS, Windows)."""
     try:
         import ctypes
-        return ctypes.CDLL("libc.so.6").malloc_trim
+        return getattr(ctypes.CDLL("libc.so.6"), name)
     except (OSError, AttributeError):
         return None
 
 
-MALLOC_TRIM = _malloc_trim()
-TRIM_EVERY_S = 5.0
+MALLOC_TRIM = _libc("malloc_trim")
+TRIM_EVERY_S = 5.0  # under load, at most this often
+IDLE_TRIM_S = 1.0  # and once the batcher has had nothing to do for this long
+IDLE_GAP_S = 0.5  # background warm-up steps wait for this long without requests (MicroBatcher.wait_idle)
+MALLOC_ARENAS = int(os.environ.get("MALLOC_ARENA_MAX", 2))
+M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas (as MALLOC_ARENA_MAX would, but settable from inside the process: a Space
+    cannot set the environment before Python starts). glibc gives each busy thread its own arena, up to 8 per
+    core; with two dozen request threads decoding photos, freed memory stays scattered over them. Two arenas
+    serve the same load as fast on this machine and keep the resident memory flat. Call it first, before
+    threads start. True when it was applied."""
+    mallopt = _libc("mallopt")
+    return bool(mallopt is not None and mallopt(M_ARENA_MAX, arenas) == 1)
 
 
 def release_memory() -> None:
@@ -62,21 +76,41 @@ class MicroBatcher:
         self.batches = 0  # forward calls so far, and the largest batch (for tests and the benchmark)
         self.largest = 0
         self._trimmed_at = (0, time.monotonic())  # (batches, time) of the last release_memory
+        self._waiting = 0  # submitted and not yet answered
+        self._active_at = time.monotonic()  # when the last one was answered (or this batcher was made)
 
     def submit(self, item) -> Any:
         future: Future = Future()
-        self._queue.put((item, future))
-        if self._thread is None:
+        with self._lock:
+            self._waiting += 1
+        try:
+            self._queue.put((item, future))
+            if self._thread is None:
+                with self._lock:
+                    if self._thread is None:
+                        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                        self._thread.start()
+            return future.result()
+        finally:
             with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-                    self._thread.start()
-        return future.result()
+                self._waiting -= 1
+                self._active_at = time.monotonic()
+
+    def wait_idle(self, gap: float = IDLE_GAP_S) -> None:
+        """Block until nothing has been submitted or waiting for `gap` seconds. Background work that can wait
+        (warming up the backend, filling caches) calls this before each small step, so that it only ever runs
+        between requests: a request that arrives meanwhile waits for one step at most."""
+        while True:
+            with self._lock:
+                quiet = 0.0 if self._waiting else time.monotonic() - self._active_at
+            if quiet >= gap:
+                return
+            time.sleep(gap - quiet if quiet else gap / 4)
 
     def _run(self) -> None:
         while True:
             try:
-                work = [self._queue.get(timeout=TRIM_EVERY_S)]  # the first item, then whatever else is waiting
+                work = [self._queue.get(timeout=IDLE_TRIM_S)]  # the first item, then whatever else is waiting
             except queue.Empty:  # idle: give back what the last requests left behind
                 self._trim(idle=True)
                 continue

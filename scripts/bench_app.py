@@ -9,7 +9,9 @@
 3. Load: `--clients` clients at once, `--per-client` requests each, valid photos mixed with bad files
    (and uploads over the size limit sent straight to the upload route); for each app, alternating, over
    `--rounds` rounds: requests/s, p50, p95, unexpected errors; then the app's ratio to the bare app.
-4. Memory: the app's resident memory after its first 50 requests and after `--total` requests.
+4. Memory: the app's resident memory after its first 50 requests and after `--total` requests, each read
+   twice: the moment the last request returns, and once the app has been idle for `SETTLE_S` (it hands freed
+   memory back to the system after 1 s idle, serving.py). The bar compares the settled readings.
 
 Everything is loopback only. Run it on an otherwise idle machine, or say what else was running."""
 from __future__ import annotations
@@ -74,6 +76,16 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+SETTLE_S = 2.0
+
+
+def rss_pair(pid: int) -> tuple[float, float]:
+    """(resident MB now, resident MB after SETTLE_S idle)."""
+    now = rss_mb(pid)
+    time.sleep(SETTLE_S)
+    return now, rss_mb(pid)
 
 
 def percentile(xs, q) -> float:
@@ -249,7 +261,7 @@ def main(argv=None):
             for _ in range(max(0, 50 - sent)):  # the memory baseline is taken after the first 50 requests
                 one_request(app_client, app_url, *mix[sent % len(mix)], check=False)
                 sent += 1
-            rss50 = rss_mb(app.pid)
+            rss50_now, rss50 = rss_pair(app.pid)
             print(f"load: {a.clients} clients x {a.per_client} requests at once; mix of {len(mix) - n_bad} valid photos "
                   f"and {n_bad} bad files (text, truncated, empty, decompression bomb, over {MAX_UPLOAD_MB} MB)")
             res = {"bare": [], "app": []}
@@ -271,9 +283,11 @@ def main(argv=None):
                 sent += out["requests"]
                 errors += len(out["errors"])
             alive = app.poll() is None
-            rss_end = rss_mb(app.pid) if alive else float("nan")
-            print(f"memory (resident) after 50 requests {rss50:.0f} MB, after {sent} requests {rss_end:.0f} MB "
-                  f"({rss_end - rss50:+.0f} MB); unexpected errors in all app load rounds: {errors}; "
+            rss_end_now, rss_end = rss_pair(app.pid) if alive else (float("nan"),) * 2
+            print(f"memory (resident), as each last request returns: after 50 requests {rss50_now:.0f} MB, after {sent} "
+                  f"requests {rss_end_now:.0f} MB ({rss_end_now - rss50_now:+.0f} MB)")
+            print(f"memory (resident), {SETTLE_S:.0f} s later: after 50 requests {rss50:.0f} MB, after {sent} requests "
+                  f"{rss_end:.0f} MB ({rss_end - rss50:+.0f} MB); unexpected errors in all app load rounds: {errors}; "
                   f"app still up: {alive and app_client.predict(handle_file(str(EXAMPLE)), api_name='/predict') is not None}")
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:

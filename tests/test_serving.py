@@ -88,3 +88,67 @@ def test_batches_are_cut_into_a_few_fixed_shapes():
         sizes = [hi - lo for lo, hi in chunks]
         assert chunks[0][0] == 0 and chunks[-1][1] == n and all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
         assert set(sizes) <= {1, 2, 4, 8, 16} and sizes == sorted(sizes, reverse=True)
+
+
+def test_wait_idle_waits_for_a_quiet_gap_after_the_last_request():
+    # Background warm-up steps run only between requests: wait_idle blocks while one is in flight and
+    # returns once nothing has come for `gap` seconds.
+    gate = threading.Event()
+    batcher = MicroBatcher(lambda items: [gate.wait(5) and x for x in items])
+    caller = threading.Thread(target=batcher.submit, args=(1,))
+    caller.start()
+    time.sleep(0.05)
+    waited = threading.Event()
+    waiter = threading.Thread(target=lambda: (batcher.wait_idle(0.2), waited.set()))
+    waiter.start()
+    time.sleep(0.4)
+    assert not waited.is_set()  # a request is still waiting for its answer
+    answered = time.monotonic()
+    gate.set()
+    caller.join(5)
+    assert waited.wait(5)
+    assert time.monotonic() - answered >= 0.2  # and then a full quiet gap
+    waiter.join(5)
+
+
+def test_warm_steps_cover_every_batch_shape_of_every_model():
+    from cifar_models.compare import warm_steps
+
+    seen = []
+
+    class FakeClassifier:
+        def __init__(self, name):
+            self.name, self.data_config = name, {"source_size": 32}
+
+        def top_k(self, x):
+            seen.append((self.name, tuple(x.shape), x.dtype))
+
+    steps = warm_steps({"a": FakeClassifier("a"), "b": FakeClassifier("b")}, 16)
+    assert not seen  # nothing runs until the steps are called, one by one
+    for step in steps:
+        step()
+    import torch
+    assert sorted(seen) == sorted((n, (s, 3, 32, 32), torch.uint8) for n in "ab" for s in (1, 2, 4, 8, 16))
+
+
+def test_malloc_arena_cap_is_accepted_by_glibc():
+    # mallopt answers 0 for a parameter it does not know: a wrong constant would fail here.
+    from cifar_models import serving
+
+    if serving._libc("mallopt") is None:
+        pytest.skip("not glibc")
+    assert serving.limit_malloc_arenas(2) is True
+
+
+def test_the_dashboard_imports_neither_torchvision_nor_timm_before_loading_a_model():
+    # Start-up: torchvision (with torch._dynamo) and timm cost ~2 s to import; the app imports them only when an
+    # EfficientNet checkpoint is loaded, and the corruptions only on first use.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys, app; print(sorted(m for m in ('torchvision', 'timm', 'matplotlib') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
