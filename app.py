@@ -9,42 +9,47 @@ comparison and the figures live in cifar_models/.
 """
 from __future__ import annotations
 
-from cifar_models.serving import limit_malloc_arenas
-
-limit_malloc_arenas()  # first, before any thread starts: glibc fixes its arena limit when the first thread needs one
-
-import base64
-import functools
-import logging
 import os
-import sys
-import threading
-import time
 from pathlib import Path
 
-import gradio as gr
-import torch
-from PIL import Image
+from cifar_models.serving import limit_malloc_arenas
+from cifar_models.worker import ModelProcess, ModelProcessError
 
-from cifar_models import plots, serving
-from cifar_models.compare import (BatchedCompare, agreement_line, confusions_table, default_shown, disagreements,
-                                  explain, load_all, load_reports, model_card, model_colors, select, title,
-                                  warm_steps)
-from cifar_models.corruptions import CORRUPTIONS, scale
-from cifar_models.corruptions import TITLES as CORRUPTION_TITLES
-from cifar_models.images import ImageInputError, open_image
-from cifar_models.plots import corruption_curves, per_class_accuracy, reliability_diagram, topk_bars, training_curves
-from cifar_models.robustness import corrupted_comparison, robustness_summary, to_display
-from cifar_models.webcam import RateMeter, frame_id, live_predictions
-
+limit_malloc_arenas()  # first, before any thread starts: glibc fixes its arena limit when the first thread needs one
 HERE = Path(__file__).resolve().parent
 CHECKPOINT_DIR = Path(os.environ.get("CHECKPOINT_DIR", HERE / "checkpoints"))
+# The models load in their own process (cifar_models/worker.py) while this one imports Gradio and builds the
+# page: started here, before `import gradio`, so the two overlap. MODEL_PROCESS=0 loads them in this process.
+IN_PROCESS = os.environ.get("MODEL_PROCESS", "1") == "0"
+STARTING = (ModelProcess.start(CHECKPOINT_DIR) if __name__ == "__main__" and not IN_PROCESS and CHECKPOINT_DIR.is_dir()
+            else None)
+
+import base64  # noqa: E402  (after the model process is on its way)
+import functools  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import gradio as gr  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from cifar_models import plots, serving  # noqa: E402
+from cifar_models.catalog import (ModelInfo, agreement_line, confusions_table, default_shown,  # noqa: E402
+                                  load_reports, model_card, model_colors, select, title)
+from cifar_models.images import ImageInputError, open_image  # noqa: E402
+from cifar_models.plots import (corruption_curves, per_class_accuracy, reliability_diagram, topk_bars,  # noqa: E402
+                                training_curves)
+from cifar_models.webcam import RateMeter, frame_id  # noqa: E402
+
 CSS = ".gradio-container {max-width: 1280px !important; margin: auto;}"
 MAX_SHOWN = 4  # models side by side at most
-MODELS: dict = {}   # checkpoint name -> Classifier, every checkpoint loaded once at start-up
+MODELS: dict[str, ModelInfo] = {}  # checkpoint name -> what it is (the network itself lives in HOST)
 FAILED: dict = {}   # checkpoint name -> why it could not be loaded
 REPORTS: dict = {}  # checkpoint name -> its NAME.eval.json (scripts/evaluate.py), where there is one
-BATCHED: list = []  # the BatchedCompare over MODELS (built in `build`)
+HOST: list = []     # [the models: a worker.ModelProcess, or a host.LocalModels with MODEL_PROCESS=0]
+CORRUPTIONS: list = []  # [(name, title, scale)] of the Robustness lab, as the models' side offers them
+PAGE: list = []  # [what a new page loads: the layout and figures of the default choice] (built in `build`)
 # Predictions: many requests decode their images at once; their forward passes are batched (serving.py).
 ON_MODELS = dict(concurrency_id="models", concurrency_limit=serving.PREDICT_CONCURRENCY)
 ON_HEATMAPS = dict(concurrency_id="heatmaps", concurrency_limit=serving.HEATMAP_CONCURRENCY)
@@ -112,7 +117,7 @@ def predict(payload, models: str | None = None) -> dict:
         raise gr.Error(e.args[0], title="Unknown model") from None
     for note in notes:
         gr.Warning(note)
-    return BATCHED[0](image, list(chosen) if chosen else None)
+    return HOST[0].predict(image, list(chosen) if chosen else None)
 
 
 # ----------------------------------------------------------------------------- the comparison, slot by slot
@@ -129,7 +134,7 @@ def show(payload, cam_on: bool, shown):
     for note in notes:
         gr.Warning(note)
     models = shown_models(shown)
-    return render(BATCHED[0](image, list(models)), models, cam_on)
+    return render(HOST[0].predict(image, list(models)), models, cam_on)
 
 
 def render(result: dict, models: dict, cam_on: bool = False) -> list:
@@ -155,7 +160,7 @@ def heat_maps(payload, cam_on: bool, shown, *classes, slots=None):
     if not cam_on or payload is None:
         return [gr.Image(value=None, visible=False) for _ in slots]
     image, _ = read_upload(payload)
-    return [gr.Image(value=explain(MODELS[names[i]], image, c), visible=True) if i < len(names) and c
+    return [gr.Image(value=HOST[0].explain(names[i], image, c), visible=True) if i < len(names) and c
             else gr.Image(value=None, visible=False) for i, c in zip(slots, classes)]
 
 
@@ -164,7 +169,7 @@ def first_view(path, shown: tuple) -> list:
     """The page's initial result (the first example), computed once; None warms the models up on a blank image."""
     image = open_image(path)[0] if path else Image.new("RGB", (32, 32))
     models = shown_models(shown)
-    return render(BATCHED[0](image, list(models)), models)
+    return render(HOST[0].predict(image, list(models)), models)
 
 
 def failures_note() -> str:
@@ -175,12 +180,14 @@ def failures_note() -> str:
             + "\n".join(lines))
 
 
-def build(models, reports: dict | None = None, failed: dict | None = None) -> gr.Blocks:
-    MODELS.update(models)
-    FAILED.update(failed or {})
+def build(host, reports: dict | None = None) -> gr.Blocks:
+    """The page, over `host` (a worker.ModelProcess that is ready, or a host.LocalModels)."""
+    HOST[:] = [host]
+    MODELS.update(host.info["models"])
+    FAILED.update(host.info["failed"])
+    CORRUPTIONS[:] = host.info["corruptions"]
     REPORTS.update(reports or {})
     plots.use_colors(model_colors(MODELS))
-    BATCHED[:] = [BatchedCompare(MODELS)]
     examples = example_images()
     start = default_shown(MODELS, MAX_SHOWN)
     slots = range(n_slots())
@@ -225,8 +232,8 @@ def build(models, reports: dict | None = None, failed: dict | None = None) -> gr
                     cards = [gr.Markdown(slot_card(start, i), visible=i < len(start), elem_id=f"card-{i}")
                              for i in slots]
                 with gr.Row(equal_height=True):
-                    curve_acc = gr.Plot(curves(start, "acc"), show_label=False, elem_id="curve-acc")
-                    curve_loss = gr.Plot(curves(start, "loss"), show_label=False, elem_id="curve-loss")
+                    curve_acc = gr.Plot(show_label=False, elem_id="curve-acc")  # figures: filled when a page loads
+                    curve_loss = gr.Plot(show_label=False, elem_id="curve-loss")
             with gr.Tab("Live webcam", id="webcam"):
                 live_labels = webcam_view(shown, start)
             with gr.Tab("Analysis", id="analysis"):
@@ -256,11 +263,15 @@ def build(models, reports: dict | None = None, failed: dict | None = None) -> gr
 
         layout_outputs = [*columns, *headings, *cards, curve_acc, curve_loss, *robust_bars, *live_labels,
                           *analysis.outputs, *corruption.outputs]
-        # always_last: ticks made while the page is being redrawn are not lost; the newest choice wins.
-        picker.input(choose, [picker, shown], [picker, shown], trigger_mode="always_last", **PRIVATE).then(
-            relayout, shown, layout_outputs, **PRIVATE).then(
-            show, [image, cam_on, shown], outputs, preprocess=False, **PRIVATE, **ON_MODELS).then(
-            heat_maps, [image, cam_on, shown, *radios], cams, preprocess=False, **PRIVATE, **ON_HEATMAPS)
+        # always_last, on every step: ticks made while the page is being redrawn are not lost; the newest choice
+        # wins. (A `.then` step is "once" by default: a second tick's redraw was dropped while the first's ran.)
+        last = dict(trigger_mode="always_last", **PRIVATE)
+        picker.input(choose, [picker, shown], [picker, shown], **last).then(
+            relayout, shown, layout_outputs, **last).then(
+            show, [image, cam_on, shown], outputs, preprocess=False, **last, **ON_MODELS).then(
+            heat_maps, [image, cam_on, shown, *radios], cams, preprocess=False, **last, **ON_HEATMAPS)
+        demo.load(relayout, shown, layout_outputs, **PRIVATE)  # the figures, made when a page first needs them
+        PAGE[:] = [functools.partial(relayout, start)]
         wire_robustness()
         if analysis.gallery is not None:
             def pick(evt: gr.SelectData, items):  # a disagreement clicked: run it through the main comparison
@@ -286,19 +297,18 @@ def build(models, reports: dict | None = None, failed: dict | None = None) -> gr
 
 
 def warm_up() -> threading.Thread:
-    """Nothing computed at start-up that can wait: once the app serves, a background thread prepares, between
-    requests only (a request waits for one small step at most), the first example's result that a new page
-    shows, the backend's kernels for every batch shape, and the disagreement gallery. Returns the thread."""
+    """Nothing computed at start-up that can wait: once the app serves, a background thread prepares the
+    first example's result and the figures that a new page shows, the backend's kernels for every batch shape (between
+    requests only: a request waits for one small step at most), and the disagreement gallery. Returns the
+    thread."""
     examples, start = example_images(), default_shown(MODELS, MAX_SHOWN)
-    steps = [functools.partial(first_view, examples[0] if examples else None, tuple(start))]
-    steps += warm_steps(MODELS, serving.MAX_BATCH)
+    steps = [functools.partial(first_view, examples[0] if examples else None, tuple(start)), *PAGE, HOST[0].warm_up]
     if len([n for n in REPORTS if REPORTS[n].get("images")]) >= 2:
         steps.append(functools.partial(gallery_items, default_pair(start)))
 
     def run():
         t0 = time.perf_counter()
         for step in steps:
-            BATCHED[0].batcher.wait_idle()
             step()
         log.info("warm-up done %.1f s after the app started serving (%d steps between requests)",
                  time.perf_counter() - t0, len(steps))
@@ -327,7 +337,14 @@ def slot_card(names, i) -> str:
     return f"### {title(MODELS[names[i]])}\n" + model_card(MODELS[names[i]]) if i < len(names) else ""
 
 
+# Plotly figures take tens of milliseconds each to build: each is made once per choice of models (cached), and
+# not at start-up: a page gets them when it loads (`relayout`), the default choice's made by the warm-up.
 def curves(names, metric: str):
+    return _curves(tuple(names), metric)
+
+
+@functools.lru_cache(maxsize=64)
+def _curves(names: tuple, metric: str):
     return training_curves({n: MODELS[n].meta.get("history", []) for n in names}, metric)
 
 
@@ -341,9 +358,9 @@ class analysis_view:
         self.note = gr.Markdown(self.missing(start), elem_id="analysis-note")
         gr.Markdown("Test-set figures, computed by `scripts/evaluate.py` and loaded at start-up. Probabilities in "
                     "the dashboard are temperature-scaled (fitted on the validation split).")
-        self.per_class = gr.Plot(self.per_class_figure(start), show_label=False, elem_id="per-class")
+        self.per_class = gr.Plot(show_label=False, elem_id="per-class")
         with gr.Row(equal_height=True):
-            self.reliability = [gr.Plot(self.reliability_figure(start, i), show_label=False,
+            self.reliability = [gr.Plot(show_label=False,
                                         elem_id=f"reliability-{i}", visible=self.has(start, i)) for i in slots]
         with gr.Row(equal_height=True):
             self.confusions = []
@@ -389,12 +406,21 @@ class analysis_view:
                 "--checkpoint checkpoints/NAME` to add it." if lacking else "")
 
     @staticmethod
-    def per_class_figure(names):
+    @functools.lru_cache(maxsize=64)
+    def _per_class(names: tuple):
         have = {n: REPORTS[n] for n in names if n in REPORTS}
         return per_class_accuracy(have) if have else None
 
+    def per_class_figure(self, names):
+        return self._per_class(tuple(names))
+
+    @staticmethod
+    @functools.lru_cache(maxsize=64)
+    def _reliability(name: str):
+        return reliability_diagram(REPORTS[name], name)
+
     def reliability_figure(self, names, i):
-        return reliability_diagram(REPORTS[names[i]], names[i]) if self.has(names, i) else None
+        return self._reliability(names[i]) if self.has(names, i) else None
 
     def confusion_table(self, names, i):
         if not self.has(names, i):
@@ -426,19 +452,11 @@ def gallery_items(pair: tuple) -> tuple[list, str]:
     a, b = pair
     if a == b:
         return [], "Pick two different models."
-    items, differ = disagreements({n: REPORTS[n] for n in pair}, pair, test_images=local_test_images(),
-                                  folders=(HERE / "examples" / "disagreements", HERE / "examples" / "cifar"))
+    items, differ, local = HOST[0].gallery(pair, (HERE / "examples" / "disagreements", HERE / "examples" / "cifar"))
     caption = (f"`{a}` and `{b}` disagree on **{differ:,}** of {len(REPORTS[a]['images']['label']):,} test images; "
-               f"{len(items)} shown" + ("" if local_test_images() is not None else
+               f"{len(items)} shown" + ("" if local else
                                         " (from the images shipped in examples/: set CIFAR100_DIR for all)") + ".")
     return items, caption
-
-
-@functools.lru_cache(maxsize=1)
-def local_test_images():
-    """CIFAR-100's test images when the data set is on this machine (CIFAR100_DIR or ./data), else None."""
-    from cifar_models.data import load_test_images
-    return load_test_images()
 
 
 class corruption_view:
@@ -447,7 +465,7 @@ class corruption_view:
     def __init__(self, start):
         gr.Markdown("## Robustness to corruptions")
         self.table = gr.Markdown(self.text(start), elem_id="corruption-table")
-        self.plot = gr.Plot(self.figure(start), show_label=False, elem_id="corruption-curves")
+        self.plot = gr.Plot(show_label=False, elem_id="corruption-curves")
         self.outputs = [self.table, self.plot]
 
     @staticmethod
@@ -469,7 +487,12 @@ class corruption_view:
                 "of the Robustness lab at severities 1-5; mCA is the mean over all of them.\n\n" + "\n".join(rows))
 
     def figure(self, names):
-        have = self.have(names)
+        return self._figure(tuple(names))
+
+    @classmethod
+    @functools.lru_cache(maxsize=64)
+    def _figure(cls, names: tuple):
+        have = cls.have(names)
         return corruption_curves(have, model_titles()) if have else None
 
     def update(self, names) -> list:
@@ -482,7 +505,8 @@ def robustness_panel(image: gr.Image, shown: gr.State):
     Lays the panel out; returns (its bar charts, the function that wires its events, to be called after the
     main prediction's, so that on a new image the main prediction is queued first). Nothing runs while the
     panel is closed."""
-    corruptions = list(CORRUPTIONS)
+    corruptions = [n for n, _, _ in CORRUPTIONS]
+    titles, scales = ({n: t for n, t, _ in CORRUPTIONS}, {n: sc for n, _, sc in CORRUPTIONS})
     lab_open = gr.State(False)
     with gr.Accordion("Robustness lab: corrupt the image and see which model holds up", open=False,
                       elem_id="robustness") as lab:
@@ -494,7 +518,7 @@ def robustness_panel(image: gr.Image, shown: gr.State):
                 sliders = []
                 for i in range(0, len(corruptions), 3):
                     with gr.Row(equal_height=True):
-                        sliders += [gr.Slider(0, 5, value=0, step=1, label=CORRUPTION_TITLES[n], info=scale(n),
+                        sliders += [gr.Slider(0, 5, value=0, step=1, label=titles[n], info=scales[n],
                                               elem_id=f"sev-{n}", min_width=180) for n in corruptions[i:i + 3]]
                 with gr.Row(equal_height=True):
                     seed = gr.Number(0, precision=0, minimum=0, label="Seed (noise, rotation direction, occluder place)",
@@ -518,8 +542,8 @@ def robustness_panel(image: gr.Image, shown: gr.State):
         except gr.Error as e:  # the main prediction already shows the message as a pop-up
             return [None, None, f"⚠️ {e.message}"] + [None] * len(bars)
         models = shown_models(shown_names)
-        r = corrupted_comparison(models, photo, dict(zip(corruptions, severities)), int(seed_value or 0))
-        out = [to_display(r["original"]), to_display(r["corrupted"]), robustness_summary(r, model_titles())]
+        r = HOST[0].corrupted(list(models), photo, dict(zip(corruptions, severities)), int(seed_value or 0))
+        out = [r["original"], r["corrupted"], r["summary"]]
         for i, name in enumerate(list(models)[:len(bars)]):
             top = [(t["label"], t["probability"]) for t in r["models"][name]["top"]]
             out.append(topk_bars(top, name, f"{name}: top-5 on the corrupted image"))
@@ -565,7 +589,7 @@ def webcam_view(shown: gr.State, start) -> list:
             return [gr.skip()] * (1 + len(labels))
         models = shown_models(names)
         try:
-            tops, ms = live_predictions(models, payload)
+            tops, ms = HOST[0].live(list(models), payload)
         except ImageInputError as e:  # one bad frame: say so and keep streaming
             return [f"⚠️ {e}"] + [gr.skip()] * len(labels)
         rate = METER.tick(getattr(request, "session_hash", None) or "?")
@@ -582,19 +606,27 @@ def webcam_view(shown: gr.State, start) -> list:
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log.setLevel(logging.INFO)  # this app's own lines (checkpoints loaded, timings); libraries stay at WARNING
-    torch.set_grad_enabled(False)
     if not CHECKPOINT_DIR.is_dir():
         sys.exit(f"cifar-compare cannot start: the checkpoint folder {CHECKPOINT_DIR} does not exist. Set "
                  f"CHECKPOINT_DIR, restore the shipped ones (git checkout -- checkpoints/) or train one: "
                  f"python scripts/train.py --model cnn9 --recipe cpu")
-    models, failed = load_all(CHECKPOINT_DIR)
+    if IN_PROCESS:
+        from cifar_models.host import LocalModels
+        host = LocalModels(CHECKPOINT_DIR)
+    else:
+        host = STARTING or ModelProcess.start(CHECKPOINT_DIR)
+        try:
+            host.wait_ready()
+        except ModelProcessError as e:
+            sys.exit(f"cifar-compare cannot start: {e}")
+    models, failed = host.info["models"], host.info["failed"]
     if not models:
         reasons = "".join(f"\n- {n}: {why}" for n, why in failed.items())
         sys.exit(f"cifar-compare cannot start: no usable checkpoint in {CHECKPOINT_DIR}"
                  + (f" ({len(failed)} failed to load):{reasons}" if failed else " (the folder has none).")
                  + "\nRestore the shipped ones (git checkout -- checkpoints/) or train one: "
                    "python scripts/train.py --model cnn9 --recipe cpu")
-    demo = build(models, load_reports(CHECKPOINT_DIR, names=list(models)), failed)
+    demo = build(host, load_reports(CHECKPOINT_DIR, names=list(models)))
     demo.launch(css=CSS, show_error=True, server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                 max_file_size=serving.MAX_FILE_SIZE, prevent_thread_lock=True)
     warm_up()

@@ -1,8 +1,8 @@
-"""What the dashboard does with the two models, kept out of app.py: load them, run one image
-through both, describe each one."""
+"""What the dashboard does with the models, kept out of app.py: load them, run images through them
+(batched), explain a prediction, find where two disagree. The torch-free descriptions (titles, colours,
+model cards) live in `catalog.py` and are re-exported here."""
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -11,49 +11,18 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .catalog import (MODEL_NAMES, PALETTE, ModelInfo, agreement_line, checkpoint_names,  # noqa: F401 (re-exported)
+                      confusions_table, default_shown, load_reports, model_card, model_colors, select, short_title,
+                      title)
 from .checkpoint import CheckpointError
 from .inference import Classifier, load_classifier
-from .models import get_entry
 
-MODEL_NAMES = ("cnn9", "efficientnet_b0")  # the shipped pair, shown by default
-# Colours for checkpoints beyond the first of each registry model (a model's first checkpoint, the one named
-# like the model, keeps its registry colour): distinct from the registry's and from each other.
-PALETTE = ("#3BB273", "#7768AE", "#F6AE2D", "#1B998B", "#C3423F", "#8D6A9F", "#4D9DE0", "#A0522D", "#6C757D")
 log = logging.getLogger("cifar_compare")
 
 
-def title(clf: Classifier) -> str:
-    """How the dashboard names a checkpoint: its registry entry's title, prefixed by the checkpoint's own
-    name when that differs from the model's (cnn9_long · cnn9 · 9-layer CNN, from scratch)."""
-    entry = get_entry(clf.name).title
-    name = getattr(clf, "checkpoint", clf.name)
-    return entry if name == clf.name else f"{name} · {entry}"
 
 
-def short_title(clf: Classifier) -> str:
-    return title(clf).split(" · ")[0]
 
-
-def color(clf: Classifier) -> str:
-    return get_entry(clf.name).color
-
-
-def model_colors(models: dict[str, Classifier]) -> dict[str, str]:
-    """Checkpoint name -> one colour, used for that checkpoint everywhere (bars, curves, diagrams)."""
-    out = {n: color(c) for n, c in models.items() if n == c.name}
-    spare = [c for c in PALETTE if c not in out.values()]
-    for i, n in enumerate(n for n in models if n not in out):
-        out[n] = spare[i % len(spare)]
-    return out
-
-
-def checkpoint_names(checkpoint_dir) -> list[str]:
-    """Every checkpoint in a folder, by name: NAME.json (not NAME.eval.json) or a NAME.safetensors left
-    without its JSON (so that it is reported, not silently skipped). The shipped pair first, then A-Z."""
-    folder = Path(checkpoint_dir)
-    names = {p.stem for p in folder.glob("*.json") if not p.name.endswith(".eval.json")}
-    names |= {p.stem for p in folder.glob("*.safetensors")}
-    return sorted(names, key=lambda n: (n not in MODEL_NAMES, MODEL_NAMES.index(n) if n in MODEL_NAMES else 0, n))
 
 
 def load_models(checkpoint_dir="checkpoints", device="cpu", names=MODEL_NAMES) -> dict[str, Classifier]:
@@ -86,11 +55,6 @@ def load_all(checkpoint_dir="checkpoints", device="cpu") -> tuple[dict[str, Clas
              f"; {len(failed)} failed" if failed else "")
     return models, failed
 
-
-def default_shown(models: dict, limit: int = 4) -> list[str]:
-    """What the dashboard shows before anyone picks: the shipped pair when both loaded, else the first two."""
-    pair = [n for n in MODEL_NAMES if n in models]
-    return pair if len(pair) == len(MODEL_NAMES) else list(models)[:min(2, limit)]
 
 
 def model_inputs(models: dict[str, Classifier], image) -> dict[int, torch.Tensor]:
@@ -166,13 +130,6 @@ def compare(models: dict[str, Classifier], image, k: int = 5) -> dict:
     return compare_inputs(models, [model_inputs(models, image)], k)[0]
 
 
-def select(models: dict[str, Classifier], names) -> dict[str, Classifier]:
-    """The named models, in the order asked; KeyError naming what is loaded for an unknown name."""
-    unknown = [n for n in names if n not in models]
-    if unknown:
-        raise KeyError(f"no loaded model named {', '.join(map(repr, unknown))}; loaded: {', '.join(models)}")
-    return {n: models[n] for n in dict.fromkeys(names)}
-
 
 class BatchedCompare:
     """`compare` for many threads at once: each caller converts its own image (in its own thread), then the
@@ -193,52 +150,7 @@ class BatchedCompare:
         return self.batcher.submit((model_inputs(chosen, image), list(chosen)))
 
 
-def agreement_line(result: dict, models: dict[str, Classifier]) -> str:
-    tops = {n: result[n]["top"][0] for n in models if n in result}
-    if len({t["label"] for t in tops.values()}) == 1:
-        label = next(iter(tops.values()))["label"].replace("_", " ")
-        if len(tops) == 1:
-            return f"{short_title(next(iter(models.values())))} says **{label}**."
-        return f"✅ {'Both' if len(tops) == 2 else f'All {len(tops)}'} models say **{label}**."
-    said = ", ".join(f"{short_title(models[n])} says **{t['label'].replace('_', ' ')}** ({t['probability']:.0%})"
-                     for n, t in tops.items())
-    return f"⚖️ The models disagree: {said}."
 
-
-def model_card(clf: Classifier) -> str:
-    m = clf.meta
-    test = (m.get("metrics") or {}).get("test") or {}
-    pre = m.get("pretrained")
-    start = ("ImageNet-1k pretrained (" + (pre.get("id") or pre.get("file", "")) + ")") if pre else "from scratch"
-    size = m["data_config"]["input_size"]
-    lines = [
-        f"**{m.get('recipe', {}).get('description') or m.get('description', m['model'])}**",
-        f"- Parameters: {clf.num_params / 1e6:.2f} M; input {size}x{size}; starts {start}",
-        f"- Test top-1 **{test['top1']:.2%}**, top-5 {test['top5']:.2%} ({test['n']:,} images)" if test else
-        "- Test metrics: not evaluated",
-        f"- Trained {len(m.get('history', []))} epochs in {m.get('train_seconds', 0) / 60:.1f} min on {m.get('device', '?')}"
-        f" (recipe `{m.get('recipe', {}).get('recipe', '?')}`)" + (
-            f", plus {m['feature_extraction_seconds'] / 60:.0f} min to extract the frozen network's features once"
-            if m.get("feature_extraction_seconds") else ""),
-    ]
-    cal = m.get("calibration")
-    if cal and cal.get("test"):
-        b, a = cal["test"]["before"], cal["test"]["after"]
-        lines.append(f"- Calibration: temperature {cal['temperature']:.2f} fitted on the validation split; test ECE "
-                     f"{b['ece']:.3f} → **{a['ece']:.3f}**, NLL {b['nll']:.3f} → **{a['nll']:.3f}**")
-    if m.get("notes"):
-        lines.append(f"- ⚠️ {m['notes']}")
-    return "\n".join(lines)
-
-
-def load_reports(checkpoint_dir="checkpoints", names=MODEL_NAMES) -> dict[str, dict]:
-    """Each model's NAME.eval.json (scripts/evaluate.py), where present: read once at start-up."""
-    out = {}
-    for name in names:
-        path = Path(checkpoint_dir) / f"{name}.eval.json"
-        if path.is_file():
-            out[name] = json.loads(path.read_text())
-    return out
 
 
 def explain(clf: Classifier, image, class_name: str, min_side: int = 256) -> Image.Image:
@@ -251,10 +163,6 @@ def explain(clf: Classifier, image, class_name: str, min_side: int = 256) -> Ima
         out = out.resize((round(out.width * scale), round(out.height * scale)), Image.Resampling.BICUBIC)
     return out
 
-
-def confusions_table(report: dict, n: int = 10) -> list[list]:
-    return [[c["true"].replace("_", " "), c["predicted"].replace("_", " "), c["count"]]
-            for c in report["top_confusions"][:n]]
 
 
 def disagreements(reports: dict[str, dict], pair: tuple[str, str], folders=(), test_images=None,

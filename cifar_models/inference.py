@@ -69,6 +69,14 @@ class Classifier:
         # Temperature scaling fitted on the validation split (scripts/evaluate.py); 1.0 = raw.
         self.temperature = float((meta.get("calibration") or {}).get("temperature", 1.0))
 
+    @property
+    def entry_title(self) -> str:  # how the dashboard names the model (catalog.title)
+        return get_entry(self.name).title
+
+    @property
+    def color(self) -> str:
+        return get_entry(self.name).color
+
     def superclass(self, class_name: str) -> str:
         return self.superclasses[self.superclass_of[self.classes.index(class_name)]]
 

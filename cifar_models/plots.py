@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from .models import get_entry
-
 
 COLORS: dict[str, str] = {}  # checkpoint name -> colour, set once by the app (compare.model_colors)
 
@@ -16,10 +14,12 @@ def use_colors(colors: dict[str, str]) -> None:
 
 
 def _color(name: str) -> str:
-    """A model's colour: the app's choice, else its registry entry's (grey for a name neither knows)."""
+    """A model's colour: the app's choice, else its registry entry's (grey for a name neither knows). The
+    registry is only consulted outside the dashboard (scripts, which have torch loaded anyway)."""
     if name in COLORS:
         return COLORS[name]
     try:
+        from .models import get_entry
         return get_entry(name).color
     except KeyError:
         return "#555555"

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from .compare import compare
 from .images import ImageInputError
 
 
@@ -83,6 +82,8 @@ class RateMeter:
 def live_predictions(models: dict, payload, k: int = 5) -> tuple[dict, float]:
     """One frame through every model: ({name: {label: probability}} for gr.Label, milliseconds for
     decode + all models). Raises ImageInputError for a frame that cannot be decoded."""
+    from .compare import compare  # torch: only in the process that holds the models
+
     t0 = time.perf_counter()
     result = compare(models, frame_image(payload), k=k)
     labels = {name: {t["label"].replace("_", " "): t["probability"] for t in result[name]["top"]} for name in models}

@@ -9,7 +9,7 @@
 3. Load: `--clients` clients at once, `--per-client` requests each, valid photos mixed with bad files
    (and uploads over the size limit sent straight to the upload route); for each app, alternating, over
    `--rounds` rounds: requests/s, p50, p95, unexpected errors; then the app's ratio to the bare app.
-4. Memory: the app's resident memory after its first 50 requests and after `--total` requests, each read
+4. Memory: the app's resident memory (its model process included) after its first 50 requests and after `--total` requests, each read
    twice: the moment the last request returns, and once the app has been idle for `SETTLE_S` (it hands freed
    memory back to the system after 1 s idle, serving.py). The bar compares the settled readings.
 
@@ -72,10 +72,18 @@ def first_answer(proc: subprocess.Popen, url: str, image=EXAMPLE, timeout: float
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (the app's model process included), in MB."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total += int(line.split()[1]) / 1024
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                total += rss_mb(int(child))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return total
 
 
 SETTLE_S = 2.0

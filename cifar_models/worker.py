@@ -1,0 +1,206 @@
+"""The dashboard's models in a process of their own.
+
+Importing torch and timm costs the app about 2.7 s on a 2-core CPU, more than Gradio itself. The app
+therefore starts this process first thing, and imports Gradio and builds its page while the models load
+here, on the other core. The web process never imports torch: it sends each image (decoded and shrunk by
+Pillow) over a local, authenticated connection, and gets JSON-like answers and small images back.
+Predictions of concurrent requests are batched in here (`host.LocalModels`).
+
+    host = ModelProcess.start("checkpoints")   # returns at once; the child loads in the background
+    host.wait_ready()                           # raises ModelProcessError if it could not start
+    host.predict(image, ["cnn9"])               # the same methods as host.LocalModels
+
+Run as `python -m cifar_models.worker CHECKPOINT_DIR` by `ModelProcess` only (it reads its address from
+the environment). This module is cheap to import: no torch.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from multiprocessing.connection import Client, Listener
+from pathlib import Path
+
+from .images import ImageInputError
+
+ENV = "CIFAR_COMPARE_WORKER"  # host:port:key for the child
+ROOT = Path(__file__).resolve().parents[1]
+OPS = ("predict", "explain", "corrupted", "live", "gallery", "warm_up")
+ERRORS = {"ImageInputError": ImageInputError, "KeyError": KeyError, "ValueError": ValueError}
+log = logging.getLogger("cifar_compare")
+
+
+class ModelProcessError(RuntimeError):
+    """The model process could not start, or stopped."""
+
+
+class ModelProcess:
+    """The parent's side: the child process, and calls to it from any number of threads at once."""
+
+    def __init__(self, checkpoint_dir):
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.info: dict | None = None
+        self._key = secrets.token_bytes(32)
+        self._listener = Listener(("127.0.0.1", 0), authkey=self._key)
+        self._conn = None
+        self._send_lock = threading.Lock()
+        self._pending: dict[int, Future] = {}
+        self._ids = itertools.count()
+        self._ready = threading.Event()
+        self._error: str | None = None
+        self.started = time.perf_counter()
+
+    @classmethod
+    def start(cls, checkpoint_dir) -> "ModelProcess":
+        """Start the child and return at once; it connects back and loads every checkpoint meanwhile."""
+        self = cls(checkpoint_dir)
+        host, port = self._listener.address
+        env = dict(os.environ, **{ENV: f"{host}:{port}:{self._key.hex()}"})
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        # The child's output (its log lines) goes where the app's goes.
+        self.proc = subprocess.Popen([sys.executable, "-m", "cifar_models.worker", str(self.checkpoint_dir)], env=env)
+        threading.Thread(target=self._read, name="model-process", daemon=True).start()
+        return self
+
+    # ------------------------------------------------------------------ the connection
+    def _read(self) -> None:
+        try:
+            self._conn = self._listener.accept()
+            self._listener.close()
+            kind, payload = self._conn.recv()
+            if kind != "ready":
+                raise ModelProcessError(payload)
+            self.info = payload
+            self._ready.set()
+            while True:
+                call_id, ok, value = self._conn.recv()
+                future = self._pending.pop(call_id, None)
+                if future is None:
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    name, message = value
+                    future.set_exception(ERRORS.get(name, ModelProcessError)(message))
+        except BaseException as e:  # the child stopped (EOF), or could not start
+            code = self.proc.poll()
+            self._error = (str(e) if isinstance(e, ModelProcessError) else
+                           f"the model process stopped{f' (exit code {code})' if code is not None else ''}")
+            self._ready.set()
+            for future in list(self._pending.values()):
+                future.set_exception(ModelProcessError(f"{self._error}; restart the app"))
+            self._pending.clear()
+
+    def wait_ready(self, timeout: float = 600) -> dict:
+        """Block until every checkpoint is loaded; returns `info`. Raises ModelProcessError, with the
+        child's reason, when it could not start."""
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.1):
+            if self.proc.poll() is not None and self._conn is None:
+                raise ModelProcessError(f"the model process exited with code {self.proc.returncode} before loading")
+            if time.monotonic() > deadline:
+                raise ModelProcessError(f"the model process did not load its checkpoints in {timeout:.0f} s")
+        if self._error:
+            raise ModelProcessError(self._error)
+        log.info("model process ready %.2f s after it was started", time.perf_counter() - self.started)
+        return self.info
+
+    def call(self, op: str, *args, **kwargs):
+        if self._error:
+            raise ModelProcessError(f"{self._error}; restart the app")
+        self._ready.wait()
+        future: Future = Future()
+        call_id = next(self._ids)
+        self._pending[call_id] = future
+        if self._error:  # it stopped meanwhile
+            self._pending.pop(call_id, None)
+            raise ModelProcessError(f"{self._error}; restart the app")
+        try:
+            with self._send_lock:
+                self._conn.send((call_id, op, args, kwargs))
+        except (OSError, ValueError, AttributeError) as e:
+            self._pending.pop(call_id, None)
+            raise ModelProcessError(f"the model process cannot be reached ({e}); restart the app") from None
+        return future.result()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+
+    # ------------------------------------------------------------------ host.LocalModels' methods
+    def predict(self, image, names=None) -> dict:
+        return self.call("predict", image, names)
+
+    def explain(self, name, image, class_name):
+        return self.call("explain", name, image, class_name)
+
+    def corrupted(self, names, image, severities, seed=0) -> dict:
+        return self.call("corrupted", names, image, severities, seed)
+
+    def live(self, names, payload):
+        return self.call("live", names, payload)
+
+    def gallery(self, pair, folders=()):
+        return self.call("gallery", pair, folders)
+
+    def warm_up(self) -> float:
+        return self.call("warm_up")
+
+
+# ---------------------------------------------------------------------- the child
+def serve(checkpoint_dir: str) -> None:
+    host_port_key = os.environ.pop(ENV, None)
+    if not host_port_key:
+        sys.exit("cifar_models.worker is started by the dashboard (app.py), not by hand.")
+    host, port, key = host_port_key.split(":")
+    conn = Client((host, int(port)), authkey=bytes.fromhex(key))
+    from . import serving
+    serving.limit_malloc_arenas()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log.setLevel(logging.INFO)
+    try:
+        import torch
+
+        from .host import LocalModels
+        torch.set_grad_enabled(False)  # inference only (Grad-CAM turns gradients on for itself)
+        models = LocalModels(checkpoint_dir)
+    except Exception as e:
+        conn.send(("failed", f"the models could not be loaded: {type(e).__name__}: {e}"))
+        return
+    conn.send(("ready", models.info))
+
+    from concurrent.futures import ThreadPoolExecutor
+    pool = ThreadPoolExecutor(serving.PREDICT_CONCURRENCY + 8, thread_name_prefix="model-call")
+    lock = threading.Lock()
+
+    def handle(call_id, op, args, kwargs):
+        try:
+            if op not in OPS:
+                raise ValueError(f"unknown operation {op!r}")
+            answer = (call_id, True, getattr(models, op)(*args, **kwargs))
+        except Exception as e:
+            message = e.args[0] if isinstance(e, KeyError) and e.args else str(e) or type(e).__name__
+            answer = (call_id, False, (type(e).__name__, message))
+        with lock:
+            try:
+                conn.send(answer)
+            except Exception as e:  # an answer that cannot be pickled: say so rather than leave the caller waiting
+                conn.send((call_id, False, ("ModelProcessError", f"{op}: answer not sendable ({e})")))
+
+    while True:
+        try:
+            call = conn.recv()
+        except (EOFError, OSError):  # the app is gone: so are we
+            break
+        pool.submit(handle, *call)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])

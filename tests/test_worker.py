@@ -1,0 +1,114 @@
+"""The dashboard's models in their own process (cifar_models/worker.py): it answers exactly what the same
+models answer in-process, passes errors back as the same exceptions, and goes away with the app."""
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from cifar_models.catalog import ModelInfo
+from cifar_models.host import LocalModels
+from cifar_models.images import ImageInputError
+from cifar_models.worker import ModelProcess, ModelProcessError
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def folder(trained_cnn, tmp_path_factory):
+    out = tmp_path_factory.mktemp("worker")
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(trained_cnn[0].with_suffix(suffix), out / f"cnn9{suffix}")
+    (out / "broken.json").write_text("{ not json")
+    return out
+
+
+@pytest.fixture(scope="module")
+def remote(folder):
+    host = ModelProcess.start(folder)
+    host.wait_ready(timeout=300)
+    yield host
+    host.close()
+
+
+def test_the_model_process_answers_what_the_models_answer_here(folder, remote):
+    local = LocalModels(folder)
+    assert list(remote.info["models"]) == list(local.info["models"]) == ["cnn9"]
+    info = remote.info["models"]["cnn9"]
+    assert isinstance(info, ModelInfo) and info.name == "cnn9" and info.num_params == local.models["cnn9"].num_params
+    assert "broken" in remote.info["failed"] and "broken" in remote.info["failed"]["broken"]
+    assert [n for n, _, _ in remote.info["corruptions"]] == [n for n, _, _ in local.info["corruptions"]]
+    image = Image.open(ROOT / "examples" / "cifar" / "tiger_test422.png")
+    there, here = remote.predict(image), local.predict(image)
+    assert [t["label"] for t in there["cnn9"]["top"]] == [t["label"] for t in here["cnn9"]["top"]]
+    assert [t["probability"] for t in there["cnn9"]["top"]] == pytest.approx(
+        [t["probability"] for t in here["cnn9"]["top"]], abs=1e-6)
+    lab = remote.corrupted(["cnn9"], image, {"gaussian_noise": 3}, seed=1)
+    assert lab["corrupted"].size == lab["original"].size and "Gaussian noise" in lab["summary"]
+    assert lab["models"]["cnn9"]["top"] == local.corrupted(["cnn9"], image, {"gaussian_noise": 3}, seed=1)["models"]["cnn9"]["top"]
+    cam = remote.explain("cnn9", image, there["cnn9"]["top"][0]["label"])
+    assert isinstance(cam, Image.Image) and min(cam.size) >= 256
+
+
+def test_errors_come_back_as_the_same_exceptions(remote):
+    image = Image.new("RGB", (40, 40))
+    with pytest.raises(KeyError, match="no loaded model named 'nope'"):
+        remote.predict(image, ["nope"])
+    with pytest.raises(ImageInputError):
+        remote.live(["cnn9"], {"url": "data:image/png;base64,bm90IGFuIGltYWdl"})  # "not an image"
+    with pytest.raises(ValueError, match="unknown operation"):
+        remote.call("__init__", "/")
+    assert remote.predict(image)["cnn9"]["top"]  # and it keeps serving
+
+
+def test_many_threads_at_once_each_get_their_own_answer(remote):
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [Image.new("RGB", (32, 32), (i * 8, 255 - i * 8, 128)) for i in range(24)]
+    with ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(remote.predict, images))
+    singles = [remote.predict(im) for im in images]
+    assert [a["cnn9"]["top"][0]["label"] for a in answers] == [s["cnn9"]["top"][0]["label"] for s in singles]
+    assert max(a["batch"] for a in answers) > 1  # concurrent requests were batched in the model process
+
+
+def test_the_model_process_goes_away_with_the_app_and_says_so(folder):
+    host = ModelProcess.start(folder)
+    host.wait_ready(timeout=300)
+    host.proc.kill()  # as if it crashed
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            host.predict(Image.new("RGB", (32, 32)))
+        except ModelProcessError as e:
+            assert "stopped" in str(e) and "restart the app" in str(e)
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("calls to a dead model process did not fail")
+    # And the other way round: when the app's process ends, its model process ends too.
+    code = ("import sys, time; from cifar_models.worker import ModelProcess; "
+            f"h = ModelProcess.start({str(folder)!r}); h.wait_ready(300); print(h.proc.pid, flush=True)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    pid = int(out.stdout.split()[-1])
+    deadline = time.time() + 30
+    while time.time() < deadline and _alive(pid):
+        time.sleep(0.1)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "zombie" not in f.read()
+    except FileNotFoundError:
+        return False
+
+
+def test_a_folder_without_usable_checkpoints_is_reported_not_hung(tmp_path):
+    (tmp_path / "broken.json").write_text("{ not json")
+    host = ModelProcess.start(tmp_path)
+    info = host.wait_ready(timeout=300)
+    assert info["models"] == {} and "broken" in info["failed"]
+    host.close()
