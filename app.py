@@ -78,8 +78,12 @@ def example_images() -> list[str]:
     return cifar + [p for p in photos if Path(p).is_file()]
 
 
+TRIMMER = serving.Trimmer()  # this process decodes every upload: hand the freed memory back after bursts
+
+
 def read_upload(payload):
     """The raw image payload (preprocess=False) -> (PIL image, notes); gr.Error for anything unusable."""
+    TRIMMER.touch()
     if payload is None:
         raise gr.Error("Please upload, drop, paste or snap an image first.")
     if isinstance(payload, dict):
@@ -493,7 +497,7 @@ class corruption_view:
     @functools.lru_cache(maxsize=64)
     def _figure(cls, names: tuple):
         have = cls.have(names)
-        return corruption_curves(have, model_titles()) if have else None
+        return corruption_curves(have, model_titles(), corruption_titles={n: t for n, t, _ in CORRUPTIONS}) if have else None
 
     def update(self, names) -> list:
         return [self.text(names), self.figure(names)]

@@ -111,12 +111,17 @@ def per_class_accuracy(reports: dict[str, dict]) -> go.Figure:
                    legend=dict(orientation="h", y=1.1, x=1, xanchor="right"), margin=dict(l=10, r=20, t=90, b=120))
 
 
-def corruption_curves(reports: dict[str, dict], titles: dict[str, str] | None = None, cols: int = 3) -> go.Figure:
+def corruption_curves(reports: dict[str, dict], titles: dict[str, str] | None = None, cols: int = 3,
+                      corruption_titles: dict[str, str] | None = None) -> go.Figure:
     """Test top-1 against corruption severity, one small chart per corruption, every model in each
-    (severity 0 = the same test images uncorrupted). From the reports' `corruptions` keys."""
+    (severity 0 = the same test images uncorrupted). From the reports' `corruptions` keys. `corruption_titles`:
+    each corruption's display name (default: corruptions.TITLES, which imports torch: the dashboard's web
+    process passes the names its model process gave it)."""
     from plotly.subplots import make_subplots
 
-    from .corruptions import TITLES
+    if corruption_titles is None:
+        from .corruptions import TITLES as corruption_titles
+    TITLES = corruption_titles
 
     reports = {n: r for n, r in reports.items() if r.get("corruptions")}
     names = list(dict.fromkeys(c for r in reports.values() for c in r["corruptions"]))

@@ -63,6 +63,30 @@ def release_memory() -> None:
         MALLOC_TRIM(0)
 
 
+class Trimmer:
+    """release_memory() on a background thread, once per `every` seconds at most, and only after activity
+    (`touch`): the web process, which decodes every upload, calls touch() per request."""
+
+    def __init__(self, every: float = IDLE_TRIM_S):
+        self.every, self._touched, self._thread = every, False, None
+        self._lock = threading.Lock()
+
+    def touch(self) -> None:
+        self._touched = True
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="trimmer", daemon=True)
+                    self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.every)
+            if self._touched:
+                self._touched = False
+                release_memory()
+
+
 class MicroBatcher:
     """Calls fn(items) -> results (one per item, same order) on one background thread, with every item
     submitted while the previous call ran. submit() blocks until its own result is ready and raises

@@ -3,15 +3,13 @@ same raw (preprocess=False) payload, same queue settings and limits as app.py; i
 `scripts/bench_app.py` starts it beside the real app and compares the two.
 
     python scripts/bare_app.py        # GRADIO_SERVER_NAME / GRADIO_SERVER_PORT honoured"""
-import importlib.util
+import sys
 from pathlib import Path
 
 import gradio as gr
 
-# cifar_models/serving.py read by path: importing the package would import torch, which this app must not pay for.
-_spec = importlib.util.spec_from_file_location("serving", Path(__file__).resolve().parents[1] / "cifar_models" / "serving.py")
-serving = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(serving)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cifar_models import serving  # noqa: E402  (no torch: the package imports its torch parts on first use)
 
 ANSWER = {"cnn9": {"top": [{"label": "tiger", "probability": 1.0}], "superclass": "large_carnivores", "milliseconds": 0},
           "efficientnet_b0": {"top": [{"label": "tiger", "probability": 1.0}], "superclass": "large_carnivores",

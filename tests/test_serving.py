@@ -165,3 +165,18 @@ def test_corruptions_import_torchvision_only_when_used():
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
                          text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+def test_the_trimmer_hands_memory_back_after_activity_only(monkeypatch):
+    from cifar_models import serving
+
+    calls = []
+    monkeypatch.setattr(serving, "release_memory", lambda: calls.append(time.monotonic()))
+    trimmer = serving.Trimmer(every=0.05)
+    trimmer.touch()
+    time.sleep(0.3)
+    assert len(calls) == 1  # once after the request, not again while idle
+    trimmer.touch()
+    trimmer.touch()
+    time.sleep(0.3)
+    assert len(calls) == 2

@@ -112,3 +112,25 @@ def test_a_folder_without_usable_checkpoints_is_reported_not_hung(tmp_path):
     info = host.wait_ready(timeout=300)
     assert info["models"] == {} and "broken" in info["failed"]
     host.close()
+
+
+def test_the_web_process_stays_without_torch_through_a_whole_page(tmp_path):
+    # Every figure, the first example's result, the gallery and the Robustness lab's labels come from the model
+    # process or from torch-free modules: building and filling the page with the shipped checkpoints (whose
+    # reports have corruption figures) never imports torch in the web process.
+    code = """
+import sys, app
+from cifar_models.worker import ModelProcess
+host = ModelProcess.start(app.CHECKPOINT_DIR); host.wait_ready(300)
+demo = app.build(host, app.load_reports(app.CHECKPOINT_DIR, names=list(host.info["models"])))
+start = app.default_shown(app.MODELS)
+app.PAGE[0]()
+app.first_view(app.example_images()[0], tuple(start))
+if len(start) == 2 and all(app.REPORTS.get(n, {}).get("images") for n in start):
+    app.gallery_items(tuple(start))
+host.close()
+print(sorted(m for m in ("torch", "torchvision", "timm") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
