@@ -592,6 +592,11 @@ def webcam_view(shown: gr.State, start) -> list:
         if payload is None:
             return [gr.skip()] * (1 + len(labels))
         models = shown_models(names)
+        path = payload if isinstance(payload, str) else None
+        if isinstance(payload, dict) and not (payload.get("url") or "").startswith("data:"):
+            path = payload.get("path")
+        if path and not path.startswith("data:") and not serving.is_within(path, upload_roots()):
+            return ["⚠️ Only frames streamed from the webcam can be used."] + [gr.skip()] * len(labels)
         try:
             tops, ms = HOST[0].live(list(models), payload)
         except ImageInputError as e:  # one bad frame: say so and keep streaming
