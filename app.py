@@ -637,7 +637,8 @@ def main() -> None:
                    "python scripts/train.py --model cnn9 --recipe cpu")
     demo = build(host, load_reports(CHECKPOINT_DIR, names=list(models)))
     demo.launch(css=CSS, show_error=True, server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                max_file_size=serving.MAX_FILE_SIZE, prevent_thread_lock=True)
+                max_file_size=serving.MAX_FILE_SIZE, state_session_capacity=serving.SESSION_CAPACITY,
+                prevent_thread_lock=True)
     warm_up()
     demo.block_thread()
 

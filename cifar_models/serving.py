@@ -26,6 +26,10 @@ MAX_BATCH = 16  # inputs per forward pass at most
 PREDICT_CONCURRENCY = 24  # requests decoding / waiting for their batch at once (>= the clients served at once)
 HEATMAP_CONCURRENCY = 1  # Grad-CAM is heavier and rarer: one at a time, on its own queue slot
 QUEUE = dict(default_concurrency_limit=1, max_size=64)  # demo.queue(**QUEUE), the bare benchmark app too
+# Gradio keeps a copy of every component's settings per session (browser tab or API client): about 120 KB
+# for the dashboard's page. Its default keeps 10,000 sessions (~1.2 GB); the 1,000 most recent are plenty
+# (a session evicted beyond them only forgets its picker choice).
+SESSION_CAPACITY = int(os.environ.get("SESSION_CAPACITY", 1000))
 
 
 def _libc(name: str):
