@@ -5,7 +5,9 @@
 
 Every checkpoint in CHECKPOINT_DIR (default checkpoints/) is loaded at start-up, whatever its name; a picker
 chooses which 1-4 of them are shown (the shipped pair by default). UI wiring only: the models, the
-comparison and the figures live in cifar_models/.
+comparison and the figures live in cifar_models/. The models run in their own process
+(cifar_models/worker.py), started before Gradio is imported so that both load at once; this process
+never imports torch. MODEL_PROCESS=0 keeps them in this process.
 """
 from __future__ import annotations
 

@@ -4,11 +4,13 @@ that runs concurrent requests through the models together.
 Importing this module is cheap (no torch, no gradio): `scripts/bare_app.py` reads the same queue
 settings from it, so the benchmark's bare Gradio app is configured exactly like the real one.
 
-Each request decodes its own upload and makes its 32x32 input in its own worker thread (Gradio runs
-up to `PREDICT_CONCURRENCY` of them at once); only the forward passes go through one
+Each request decodes its own upload in its own worker thread of the web process (Gradio runs up to
+`PREDICT_CONCURRENCY` of them at once) and hands the image to the model process (worker.py), where
+each call makes its 32x32 input in its own thread and only the forward passes go through one
 `MicroBatcher` thread, which takes every input waiting at that moment (up to `MAX_BATCH`) and
 runs them as one batch. A lone request is never held back to wait for company, so a single
 request costs what it did before; under load the forward passes are shared instead of queued.
+Both processes hand freed memory back to the system after bursts (`release_memory`).
 """
 from __future__ import annotations
 
