@@ -186,9 +186,29 @@ def failures_note() -> str:
             + "\n".join(lines))
 
 
+class Models:
+    """The model process's operations (or host.LocalModels'), with its failure turned into a message on the
+    page: if the model process stops, every request says so instead of failing with a bare error."""
+
+    def __init__(self, host):
+        self.host, self.info = host, host.info
+
+    def __getattr__(self, op):
+        fn = getattr(self.host, op)
+
+        def call(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except ModelProcessError as e:
+                log.error("model process: %s", e)
+                raise gr.Error(f"The models are not available: {e}.", title="Models stopped") from None
+
+        return call
+
+
 def build(host, reports: dict | None = None) -> gr.Blocks:
     """The page, over `host` (a worker.ModelProcess that is ready, or a host.LocalModels)."""
-    HOST[:] = [host]
+    HOST[:] = [Models(host)]
     MODELS.update(host.info["models"])
     FAILED.update(host.info["failed"])
     CORRUPTIONS[:] = host.info["corruptions"]

@@ -134,3 +134,38 @@ print(sorted(m for m in ("torch", "torchvision", "timm") if m in sys.modules))
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_app_says_so_when_its_model_process_stops(folder, tmp_path):
+    import os
+    import signal
+    from pathlib import Path
+
+    import httpx
+
+    from conftest import start_app
+
+    proc, url = start_app(folder, tmp_path / "app.log")
+    try:
+        example = {"path": str(ROOT / "examples" / "cifar" / "tiger_test422.png")}
+
+        def call():
+            r = httpx.post(url + "gradio_api/call/predict", json={"data": [example, ""]}, timeout=30)
+            return httpx.get(url + f"gradio_api/call/predict/{r.json()['event_id']}", timeout=120).text
+
+        deadline = time.time() + 300
+        while "event: complete" not in (out := call()):
+            assert time.time() < deadline, out
+            time.sleep(0.5)
+        children = [int(c) for t in Path(f"/proc/{proc.pid}/task").iterdir() for c in (t / "children").read_text().split()]
+        assert len(children) == 1  # the model process
+        os.kill(children[0], signal.SIGKILL)
+        time.sleep(1)
+        out = call()
+        assert "event: error" in out and "The models are not available" in out and "restart the app" in out, out
+        assert httpx.get(url, timeout=30).status_code == 200  # the web process keeps serving
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert "model process" in (tmp_path / "app.log").read_text()
