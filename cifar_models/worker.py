@@ -40,46 +40,58 @@ class ModelProcessError(RuntimeError):
     """The model process could not start, or stopped."""
 
 
-class ModelProcess:
-    """The parent's side: the child process, and calls to it from any number of threads at once."""
+RESTARTS, RESTART_WINDOW_S = 3, 600  # a model process that stops is restarted, up to 3 times in 10 minutes
 
-    def __init__(self, checkpoint_dir):
+
+class ModelProcess:
+    """The parent's side: the child process, and calls to it from any number of threads at once. A child that
+    stops while serving (killed, out of memory) is started again, at most `restarts` times in
+    RESTART_WINDOW_S; the calls it was answering fail, later ones wait for the new one."""
+
+    def __init__(self, checkpoint_dir, restarts: int = RESTARTS):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.info: dict | None = None
-        self._key = secrets.token_bytes(32)
-        self._listener = Listener(("127.0.0.1", 0), authkey=self._key)
+        self.proc: subprocess.Popen | None = None
+        self.restarts, self._restarted_at = restarts, []
         self._conn = None
         self._send_lock = threading.Lock()
         self._pending: dict[int, Future] = {}
         self._ids = itertools.count()
         self._ready = threading.Event()
-        self._error: str | None = None
-        self.started = time.perf_counter()
+        self._error: str | None = None  # set when it stopped for good
 
     @classmethod
-    def start(cls, checkpoint_dir) -> "ModelProcess":
+    def start(cls, checkpoint_dir, restarts: int = RESTARTS) -> "ModelProcess":
         """Start the child and return at once; it connects back and loads every checkpoint meanwhile."""
-        self = cls(checkpoint_dir)
-        host, port = self._listener.address
-        env = dict(os.environ, **{ENV: f"{host}:{port}:{self._key.hex()}"})
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-        # The child's output (its log lines) goes where the app's goes.
-        self.proc = subprocess.Popen([sys.executable, "-m", "cifar_models.worker", str(self.checkpoint_dir)], env=env)
-        threading.Thread(target=self._read, name="model-process", daemon=True).start()
+        self = cls(checkpoint_dir, restarts)
+        self._spawn()
         return self
 
+    def _spawn(self) -> None:
+        self.started = time.perf_counter()
+        key = secrets.token_bytes(32)
+        listener = Listener(("127.0.0.1", 0), authkey=key)
+        host, port = listener.address
+        env = dict(os.environ, **{ENV: f"{host}:{port}:{key.hex()}"})
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        self._conn = None
+        # The child's output (its log lines) goes where the app's goes.
+        self.proc = subprocess.Popen([sys.executable, "-m", "cifar_models.worker", str(self.checkpoint_dir)], env=env)
+        threading.Thread(target=self._read, args=(listener, self.proc), name="model-process", daemon=True).start()
+
     # ------------------------------------------------------------------ the connection
-    def _read(self) -> None:
+    def _read(self, listener, proc) -> None:
+        serving = False
         try:
-            self._conn = self._listener.accept()
-            self._listener.close()
-            kind, payload = self._conn.recv()
+            conn = self._conn = listener.accept()
+            listener.close()
+            kind, payload = conn.recv()
             if kind != "ready":
                 raise ModelProcessError(payload)
-            self.info = payload
+            self.info, serving = payload, True
             self._ready.set()
             while True:
-                call_id, ok, value = self._conn.recv()
+                call_id, ok, value = conn.recv()
                 future = self._pending.pop(call_id, None)
                 if future is None:
                     continue
@@ -89,47 +101,79 @@ class ModelProcess:
                     name, message = value
                     future.set_exception(ERRORS.get(name, ModelProcessError)(message))
         except BaseException as e:  # the child stopped (EOF), or could not start
-            code = self.proc.poll()
-            self._error = (str(e) if isinstance(e, ModelProcessError) else
-                           f"the model process stopped{f' (exit code {code})' if code is not None else ''}")
-            self._ready.set()
-            for future in list(self._pending.values()):
-                future.set_exception(ModelProcessError(f"{self._error}; restart the app"))
-            self._pending.clear()
+            code = proc.poll()
+            reason = (str(e) if isinstance(e, ModelProcessError) else
+                      f"the model process stopped{f' (exit code {code})' if code is not None else ''}")
+            restart = serving and self._may_restart()
+            with self._send_lock:  # no call is sent while the state changes
+                pending = list(self._pending.values())
+                self._pending.clear()
+                if restart:
+                    self._ready.clear()
+                else:
+                    self._error = reason
+                    self._ready.set()
+            for future in pending:
+                future.set_exception(ModelProcessError(
+                    f"{reason}; " + ("it is being restarted, try again in a few seconds" if restart else "restart the app")))
+            if restart:
+                log.warning("%s; starting it again (%d of %d restarts allowed in %d s)", reason,
+                            len(self._restarted_at), self.restarts, RESTART_WINDOW_S)
+                self._spawn()
+            elif serving:
+                log.error("%s; not restarted (%d restarts in the last %d s)", reason, self.restarts, RESTART_WINDOW_S)
 
-    def wait_ready(self, timeout: float = 600) -> dict:
-        """Block until every checkpoint is loaded; returns `info`. Raises ModelProcessError, with the
-        child's reason, when it could not start."""
+    def _may_restart(self) -> bool:
+        now = time.monotonic()
+        self._restarted_at = [t for t in self._restarted_at if now - t < RESTART_WINDOW_S]
+        if len(self._restarted_at) >= self.restarts:
+            return False
+        self._restarted_at.append(now)
+        return True
+
+    def _wait(self, timeout: float) -> None:
+        """Until the child serves; ModelProcessError when it stopped for good or could not start."""
         deadline = time.monotonic() + timeout
         while not self._ready.wait(0.1):
-            if self.proc.poll() is not None and self._conn is None:
-                raise ModelProcessError(f"the model process exited with code {self.proc.returncode} before loading")
+            proc = self.proc
+            if proc.poll() is not None and self._conn is None:  # it died before it connected back
+                with self._send_lock:
+                    if self.proc is proc and not self._ready.is_set():
+                        self._error = f"the model process exited with code {proc.returncode} before loading"
+                        self._ready.set()
             if time.monotonic() > deadline:
                 raise ModelProcessError(f"the model process did not load its checkpoints in {timeout:.0f} s")
         if self._error:
             raise ModelProcessError(self._error)
+
+    def wait_ready(self, timeout: float = 600) -> dict:
+        """Block until every checkpoint is loaded; returns `info`. Raises ModelProcessError, with the
+        child's reason, when it could not start."""
+        self._wait(timeout)
         log.info("model process ready %.2f s after it was started", time.perf_counter() - self.started)
         return self.info
 
     def call(self, op: str, *args, **kwargs):
-        if self._error:
-            raise ModelProcessError(f"{self._error}; restart the app")
-        self._ready.wait()
+        try:
+            self._wait(timeout=120)
+        except ModelProcessError as e:
+            raise ModelProcessError(f"{e}; restart the app") from None
         future: Future = Future()
         call_id = next(self._ids)
-        self._pending[call_id] = future
-        if self._error:  # it stopped meanwhile
-            self._pending.pop(call_id, None)
-            raise ModelProcessError(f"{self._error}; restart the app")
-        try:
-            with self._send_lock:
+        with self._send_lock:
+            if not self._ready.is_set() or self._error:  # it stopped meanwhile
+                raise ModelProcessError(f"{self._error or 'the model process is being restarted'}; "
+                                        + ("restart the app" if self._error else "try again in a few seconds"))
+            self._pending[call_id] = future
+            try:
                 self._conn.send((call_id, op, args, kwargs))
-        except (OSError, ValueError, AttributeError) as e:
-            self._pending.pop(call_id, None)
-            raise ModelProcessError(f"the model process cannot be reached ({e}); restart the app") from None
+            except (OSError, ValueError, AttributeError) as e:
+                self._pending.pop(call_id, None)
+                raise ModelProcessError(f"the model process cannot be reached ({e}); try again in a few seconds") from None
         return future.result()
 
     def close(self) -> None:
+        self.restarts = 0  # stopped on purpose: not started again
         if self.proc.poll() is None:
             self.proc.terminate()
 

@@ -73,21 +73,36 @@ def test_many_threads_at_once_each_get_their_own_answer(remote):
     assert max(a["batch"] for a in answers) > 1  # concurrent requests were batched in the model process
 
 
-def test_the_model_process_goes_away_with_the_app_and_says_so(folder):
-    host = ModelProcess.start(folder)
+def test_a_stopped_model_process_is_started_again_then_given_up(folder):
+    host = ModelProcess.start(folder, restarts=1)
     host.wait_ready(timeout=300)
-    host.proc.kill()  # as if it crashed
-    deadline = time.time() + 30
-    while time.time() < deadline:
+    image = Image.new("RGB", (32, 32))
+    first = host.proc.pid
+    host.proc.kill()  # as if it crashed: it is started again, and later calls are answered
+    deadline = time.time() + 120
+    while True:
         try:
-            host.predict(Image.new("RGB", (32, 32)))
-        except ModelProcessError as e:
-            assert "stopped" in str(e) and "restart the app" in str(e)
+            assert host.predict(image)["cnn9"]["top"]
             break
+        except ModelProcessError as e:
+            assert "try again" in str(e), e
+            assert time.time() < deadline, "not restarted"
+            time.sleep(0.2)
+    assert host.proc.pid != first
+    host.proc.kill()  # once more: beyond the restarts allowed, every call says so
+    deadline = time.time() + 30
+    while True:
+        try:
+            host.predict(image)
+        except ModelProcessError as e:
+            if "restart the app" in str(e):
+                assert "stopped" in str(e)
+                break
+        assert time.time() < deadline, "calls to a dead model process did not fail"
         time.sleep(0.1)
-    else:
-        pytest.fail("calls to a dead model process did not fail")
-    # And the other way round: when the app's process ends, its model process ends too.
+
+
+def test_the_model_process_ends_with_the_app(folder):
     code = ("import sys, time; from cifar_models.worker import ModelProcess; "
             f"h = ModelProcess.start({str(folder)!r}); h.wait_ready(300); print(h.proc.pid, flush=True)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -136,7 +151,7 @@ print(sorted(m for m in ("torch", "torchvision", "timm") if m in sys.modules))
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_the_app_says_so_when_its_model_process_stops(folder, tmp_path):
+def test_the_app_restarts_its_model_process_and_says_so_when_it_gives_up(folder, tmp_path):
     import os
     import signal
     from pathlib import Path
@@ -144,6 +159,7 @@ def test_the_app_says_so_when_its_model_process_stops(folder, tmp_path):
     import httpx
 
     from conftest import start_app
+    from cifar_models.worker import RESTARTS
 
     proc, url = start_app(folder, tmp_path / "app.log")
     try:
@@ -153,19 +169,27 @@ def test_the_app_says_so_when_its_model_process_stops(folder, tmp_path):
             r = httpx.post(url + "gradio_api/call/predict", json={"data": [example, ""]}, timeout=30)
             return httpx.get(url + f"gradio_api/call/predict/{r.json()['event_id']}", timeout=120).text
 
-        deadline = time.time() + 300
-        while "event: complete" not in (out := call()):
+        def model_process():
+            kids = [int(c) for t in Path(f"/proc/{proc.pid}/task").iterdir() for c in (t / "children").read_text().split()]
+            assert len(kids) == 1, kids
+            return kids[0]
+
+        for attempt in range(RESTARTS + 1):
+            deadline = time.time() + 300
+            while "event: complete" not in (out := call()):  # served (again, after each restart)
+                assert time.time() < deadline, out
+                assert "try again" in out, out
+                time.sleep(0.5)
+            os.kill(model_process(), signal.SIGKILL)
+        deadline = time.time() + 60
+        while "restart the app" not in (out := call()):  # beyond the restarts allowed: a clear message
             assert time.time() < deadline, out
             time.sleep(0.5)
-        children = [int(c) for t in Path(f"/proc/{proc.pid}/task").iterdir() for c in (t / "children").read_text().split()]
-        assert len(children) == 1  # the model process
-        os.kill(children[0], signal.SIGKILL)
-        time.sleep(1)
-        out = call()
-        assert "event: error" in out and "The models are not available" in out and "restart the app" in out, out
+        assert "event: error" in out and "The models are not available" in out, out
         assert httpx.get(url, timeout=30).status_code == 200  # the web process keeps serving
         assert proc.poll() is None
     finally:
         proc.terminate()
         proc.wait(30)
-    assert "model process" in (tmp_path / "app.log").read_text()
+    log = (tmp_path / "app.log").read_text()
+    assert log.count("starting it again") == RESTARTS and "not restarted" in log
