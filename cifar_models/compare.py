@@ -20,11 +20,6 @@ from .inference import Classifier, load_classifier
 log = logging.getLogger("cifar_compare")
 
 
-
-
-
-
-
 def load_models(checkpoint_dir="checkpoints", device="cpu", names=MODEL_NAMES) -> dict[str, Classifier]:
     """The named checkpoints, loaded once. Raises CheckpointError naming the file and the fix."""
     models = {}
@@ -54,7 +49,6 @@ def load_all(checkpoint_dir="checkpoints", device="cpu") -> tuple[dict[str, Clas
     log.info("%d checkpoint(s) loaded from %s in %.2f s%s", len(models), checkpoint_dir, time.perf_counter() - t0,
              f"; {len(failed)} failed" if failed else "")
     return models, failed
-
 
 
 def model_inputs(models: dict[str, Classifier], image) -> dict[int, torch.Tensor]:
@@ -98,7 +92,7 @@ def pow2_chunks(n: int, largest: int = 16) -> list[tuple[int, int]]:
     """(start, end) of consecutive chunks of n items whose sizes are powers of two (at most `largest`), largest
     first: 13 -> 8 + 4 + 1. The CPU backend (oneDNN) keeps about 30 MB of prepared kernels per batch shape
     it has seen, so 16 possible batch sizes per model would grow the app by some 400 MB as they turn up;
-    five shapes are prepared once (`warm_shapes`) and memory stays flat."""
+    five shapes are prepared once (`warm_steps`) and memory stays flat."""
     out, lo = [], 0
     while lo < n:
         size = min(largest, 1 << ((n - lo).bit_length() - 1))
@@ -117,12 +111,6 @@ def warm_steps(models: dict[str, Classifier], largest: int = 16) -> list:
 
     sizes = [1 << i for i in range(largest.bit_length()) if 1 << i <= largest]
     return [step(clf, size) for size in sizes for clf in models.values()]
-
-
-def warm_shapes(models: dict[str, Classifier], largest: int = 16) -> None:
-    """Every `warm_steps` step, now."""
-    for step in warm_steps(models, largest):
-        step()
 
 
 def compare(models: dict[str, Classifier], image, k: int = 5) -> dict:

@@ -44,8 +44,7 @@ def _libc(name: str):
 
 
 MALLOC_TRIM = _libc("malloc_trim")
-TRIM_EVERY_S = 5.0  # under load, at most this often
-IDLE_TRIM_S = 1.0  # and once the batcher has had nothing to do for this long
+TRIM_EVERY_S = 1.0  # freed memory is handed back this often at most, after activity (`Trimmer`)
 IDLE_GAP_S = 0.5  # background warm-up steps wait for this long without requests (MicroBatcher.wait_idle)
 MALLOC_ARENAS = int(os.environ.get("MALLOC_ARENA_MAX", 2))
 M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
@@ -71,9 +70,10 @@ def release_memory() -> None:
 
 class Trimmer:
     """release_memory() on a background thread, once per `every` seconds at most, and only after activity
-    (`touch`): the web process, which decodes every upload, calls touch() per request."""
+    (`touch`): the web process calls touch() per request (it decodes every upload), the micro-batcher per
+    batch. Off the request path: nobody waits for it."""
 
-    def __init__(self, every: float = IDLE_TRIM_S):
+    def __init__(self, every: float = TRIM_EVERY_S):
         self.every, self._touched, self._thread = every, False, None
         self._lock = threading.Lock()
 
@@ -105,7 +105,7 @@ class MicroBatcher:
         self._lock = threading.Lock()
         self.batches = 0  # forward calls so far, and the largest batch (for tests and the benchmark)
         self.largest = 0
-        self._trimmed_at = (0, time.monotonic())  # (batches, time) of the last release_memory
+        self._trimmer = Trimmer()
         self._waiting = 0  # submitted and not yet answered
         self._active_at = time.monotonic()  # when the last one was answered (or this batcher was made)
 
@@ -139,11 +139,7 @@ class MicroBatcher:
 
     def _run(self) -> None:
         while True:
-            try:
-                work = [self._queue.get(timeout=IDLE_TRIM_S)]  # the first item, then whatever else is waiting
-            except queue.Empty:  # idle: give back what the last requests left behind
-                self._trim(idle=True)
-                continue
+            work = [self._queue.get()]  # the first item, then whatever else is waiting
             while len(work) < self.max_batch:
                 try:
                     work.append(self._queue.get_nowait())
@@ -164,14 +160,7 @@ class MicroBatcher:
                 continue
             for (_, f), r in zip(work, results):
                 f.set_result(r)
-            self._trim(idle=False)
-
-    def _trim(self, idle: bool) -> None:
-        """release_memory() when requests ran since the last time and, under load, at most every TRIM_EVERY_S."""
-        batches, at = self._trimmed_at
-        if self.batches > batches and (idle or time.monotonic() - at >= TRIM_EVERY_S):
-            release_memory()
-            self._trimmed_at = (self.batches, time.monotonic())
+            self._trimmer.touch()
 
 
 def is_within(path, roots) -> bool:

@@ -15,6 +15,7 @@ the environment). This module is cheap to import: no torch.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -177,24 +178,11 @@ class ModelProcess:
         if self.proc.poll() is None:
             self.proc.terminate()
 
-    # ------------------------------------------------------------------ host.LocalModels' methods
-    def predict(self, image, names=None) -> dict:
-        return self.call("predict", image, names)
-
-    def explain(self, name, image, class_name):
-        return self.call("explain", name, image, class_name)
-
-    def corrupted(self, names, image, severities, seed=0) -> dict:
-        return self.call("corrupted", names, image, severities, seed)
-
-    def live(self, names, payload):
-        return self.call("live", names, payload)
-
-    def gallery(self, pair, folders=()):
-        return self.call("gallery", pair, folders)
-
-    def warm_up(self) -> float:
-        return self.call("warm_up")
+    def __getattr__(self, op: str):
+        """host.LocalModels' operations (predict, explain, corrupted, live, gallery, warm_up), run in the child."""
+        if op in OPS:
+            return functools.partial(self.call, op)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {op!r}")
 
 
 # ---------------------------------------------------------------------- the child
