@@ -1,4 +1,5 @@
-"""Checkpoints: weights as safetensors plus a JSON beside them that says everything else.
+"""Checkpoints: weights as safetensors plus a JSON beside them that says everything else (the JSON's
+owner is `common/meta.py`; this module writes and reads the weights, and re-exports the JSON's helpers).
 
     checkpoints/cnn9.safetensors   fp16 weights (never pickle)
     checkpoints/cnn9.json          model name, architecture, data config, class names, recipe,
@@ -9,45 +10,14 @@ half-written checkpoint where a good one was; the sha256 ties the JSON to its we
 """
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from .models import sha256_file
-
-FORMAT = "cifar-compare/1"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, damaged, or its two files do not belong together."""
-
-
-def checkpoint_paths(path) -> tuple[Path, Path]:
-    """'checkpoints/cnn9', '.../cnn9.safetensors' or '.../cnn9.json' -> (weights, json)."""
-    p = Path(path)
-    if p.suffix in (".safetensors", ".json"):
-        p = p.with_suffix("")
-    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call write(tmp_path), fsync, then rename over path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    write(tmp)
-    os.chmod(tmp, 0o644)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj, indent: int | None = 1) -> None:
-    atomic_write_bytes(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=indent) + "\n"))
-
+from .common.files import atomic_write_bytes, atomic_write_json, sha256_file
+from .common.meta import FORMAT, CheckpointError, checkpoint_paths, read_meta, seal, update_meta  # noqa: F401
 
 def half_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """CPU fp16 copy of the floating-point weights (integer buffers kept as they are)."""
@@ -59,32 +29,9 @@ def save_checkpoint(path, state: dict[str, torch.Tensor], meta: dict) -> tuple[P
     weights, js = checkpoint_paths(path)
     atomic_write_bytes(weights, lambda tmp: save_file(state, str(tmp), metadata={"format": FORMAT,
                                                                                  "model": meta["model"]}))
-    meta = dict(meta, format=FORMAT, weights_file=weights.name, weights_sha256=sha256_file(weights))
+    meta = seal(meta, weights)
     atomic_write_json(js, meta)
     return weights, js
-
-
-def update_meta(path, **fields) -> dict:
-    """Rewrite a checkpoint's JSON with new fields (the weights and their sha256 are untouched)."""
-    meta = dict(read_meta(path), **fields)
-    atomic_write_json(checkpoint_paths(path)[1], meta)
-    return meta
-
-
-def read_meta(path) -> dict:
-    weights, js = checkpoint_paths(path)
-    how = ("Use the checkpoints shipped in checkpoints/ (git checkout -- checkpoints/) or train one: "
-           "python scripts/train.py --model MODEL")
-    for p in (weights, js):
-        if not p.is_file():
-            raise CheckpointError(f"checkpoint file {p} not found. {how}")
-    try:
-        meta = json.loads(js.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"checkpoint file {js} is not valid JSON ({e}). {how}") from e
-    if meta.get("format") != FORMAT or "model" not in meta:
-        raise CheckpointError(f"{js} is not a {FORMAT} checkpoint description. {how}")
-    return meta
 
 
 def load_weights(path, meta: dict) -> dict[str, torch.Tensor]:

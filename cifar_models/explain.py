@@ -103,3 +103,13 @@ def overlay(image: Image.Image, cam: np.ndarray, alpha: float = 0.45, max_side: 
     rgb = np.asarray(img, dtype=np.float32)
     out = (1 - alpha) * rgb + alpha * colorize(cam).astype(np.float32)
     return Image.fromarray(np.uint8(np.round(out.clip(0, 255))), "RGB")
+
+
+def heat_map(clf: Classifier, image: Image.Image, class_name: str, min_side: int = 256) -> Image.Image:
+    """Grad-CAM of `class_name` overlaid on the image (the dashboard's heat map), at least `min_side` px so
+    that small images stay visible."""
+    out = overlay(image, gradcam(clf, image, clf.classes.index(class_name)))
+    if min(out.size) < min_side:
+        scale = min_side / min(out.size)
+        out = out.resize((round(out.width * scale), round(out.height * scale)), Image.Resampling.BICUBIC)
+    return out

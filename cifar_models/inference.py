@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .checkpoint import CheckpointError, checkpoint_paths, load_weights, read_meta
+from .checkpoint import load_weights
+from .common.meta import CheckpointError, checkpoint_paths, meta_problems, read_meta
 from .data import to_model_input
 from .models import build_model, count_params, get_entry
 
@@ -109,54 +110,6 @@ class Classifier:
     def predict(self, images, k: int = 5, calibrated: bool = True) -> list[list[tuple[str, float]]]:
         """Per PIL image, the top-k (class_name, probability) pairs, most probable first."""
         return self.top_k(self.preprocess(images), k, calibrated)
-
-
-def _is_str_list(v, n=None) -> bool:
-    return isinstance(v, list) and all(isinstance(x, str) and x for x in v) and (n is None or len(v) == n)
-
-
-def _is_numbers(v, n) -> bool:
-    return isinstance(v, (list, tuple)) and len(v) == n and all(
-        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-
-
-def meta_problems(meta) -> list[str]:
-    """What is wrong with a checkpoint description, for inference: an empty list when it is usable."""
-    if not isinstance(meta, dict):
-        return ["it is not a JSON object"]
-    bad = []
-    try:
-        get_entry(str(meta.get("model")))
-    except KeyError as e:
-        bad.append(f"'model' is {meta.get('model')!r}: {e.args[0]}")
-    if not (meta.get("arch") is None or isinstance(meta.get("arch"), dict)):
-        bad.append("'arch' must be an object")
-    classes, supers, of = meta.get("class_names"), meta.get("superclass_names"), meta.get("superclass_of")
-    if not _is_str_list(classes) or len(classes) < 2 or len(set(classes)) != len(classes):
-        bad.append("'class_names' must be a list of at least 2 distinct names")
-    if not _is_str_list(supers):
-        bad.append("'superclass_names' must be a list of names")
-    elif not (isinstance(of, list) and isinstance(classes, list) and len(of) == len(classes)
-              and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(supers) for i in of)):
-        bad.append("'superclass_of' must give, per class, the index of its superclass")
-    dc = meta.get("data_config")
-    if not isinstance(dc, dict):
-        bad.append("'data_config' must be an object")
-    else:
-        for key in ("input_size", "source_size"):
-            v = dc.get(key, 32 if key == "source_size" else None)
-            if not (isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 1024):
-                bad.append(f"'data_config.{key}' must be a whole number of pixels (8-1024)")
-        if dc.get("interpolation", "bilinear") not in ("nearest", "bilinear", "bicubic", "area"):
-            bad.append("'data_config.interpolation' must be nearest, bilinear, bicubic or area")
-        if not _is_numbers(dc.get("mean"), 3) or not _is_numbers(dc.get("std"), 3) or \
-                not all(x > 0 for x in dc.get("std")):
-            bad.append("'data_config.mean' and 'std' must be 3 numbers each (std > 0)")
-    cal = meta.get("calibration")
-    if cal is not None and not (isinstance(cal, dict) and isinstance(cal.get("temperature", 1.0), (int, float))
-                                and cal.get("temperature", 1.0) > 0):
-        bad.append("'calibration.temperature' must be a positive number")
-    return bad
 
 
 def classifier_from_state(meta: dict, state: dict, device="cpu") -> Classifier:

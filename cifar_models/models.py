@@ -17,14 +17,15 @@ An entry holds
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import torch
 from torch import nn
 
+from .common.files import sha256_file  # noqa: F401  (re-exported)
 from .data import CIFAR100_MEAN, CIFAR100_STD
 
 TIMM_PREFIX = "timm:"
@@ -90,14 +91,6 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 class Stage(nn.Module):
     """A piece of a network: `fn(x)`, owning `parts` (so their parameters belong to the stage)."""
 
@@ -133,8 +126,10 @@ def _timm_build(arch_name: str, num_classes: int, pretrained, **kwargs):
     return model, {"source": "file", "file": path.name, "sha256": sha256_file(path)}
 
 
+@functools.lru_cache(maxsize=None)
 def timm_entry(arch_name: str) -> ModelEntry:
-    """An entry for any timm architecture: its input config comes from timm's pretrained config."""
+    """An entry for any timm architecture: its input config comes from timm's pretrained config. Made once per
+    architecture (memoised): the throwaway network that timm's config needs is built only the first time."""
     import timm
     from timm.data import resolve_data_config
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cifar_models import serving  # noqa: E402  (no torch: the package imports its torch parts on first use)
+from cifar_models.common import limits as serving  # noqa: E402  (no torch)
 
 ANSWER = {"cnn9": {"top": [{"label": "tiger", "probability": 1.0}], "superclass": "large_carnivores", "milliseconds": 0},
           "efficientnet_b0": {"top": [{"label": "tiger", "probability": 1.0}], "superclass": "large_carnivores",

@@ -11,7 +11,7 @@
    `--rounds` rounds: requests/s, p50, p95, unexpected errors; then the app's ratio to the bare app.
 4. Memory: the app's resident memory (its model process included) after its first 50 requests and after `--total` requests, each read
    twice: the moment the last request returns, and once the app has been idle for `SETTLE_S` (it hands freed
-   memory back to the system after 1 s idle, serving.py). The bar compares the settled readings.
+   memory back to the system after 1 s idle, common/memory.py). The bar compares the settled readings.
 
 Everything is loopback only. Run it on an otherwise idle machine, or say what else was running."""
 from __future__ import annotations
@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,40 +32,33 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from cifar_models.common.limits import MAX_UPLOAD_MB  # noqa: E402  (cheap: no torch, no gradio)
+from cifar_models.dashboard.launch import AppProcess, AppStartError  # noqa: E402
 EXAMPLE = ROOT / "examples" / "cifar" / "tiger_test422.png"
 
 
 # ----------------------------------------------------------------------------- processes
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(script: Path, **env) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    # The app's output goes to a file: a pipe nobody reads fills up (64 KB) and then blocks the app's next write.
+def launch(script: Path, **env) -> AppProcess:
     log = tempfile.NamedTemporaryFile("w+", prefix=f"bench-{script.stem}-", suffix=".log", delete=False)
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            text=True, env=dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
-                                                GRADIO_ANALYTICS_ENABLED="False", **env))
-    proc.log_path = log.name
-    return proc, f"http://127.0.0.1:{port}/"
+    return AppProcess.start(script, Path(log.name), **env)
 
 
-def first_answer(proc: subprocess.Popen, url: str, image=EXAMPLE, timeout: float = 300) -> tuple[Client, float]:
+def first_answer(app: AppProcess, image=EXAMPLE, timeout: float = 300) -> tuple[Client, float]:
     """Poll until the app answers one /predict; (client, seconds since the process was started)."""
     t0 = time.perf_counter()
     while True:
         try:
-            client = Client(url, verbose=False)
+            client = Client(app.url, verbose=False)
             client.predict(handle_file(str(image)), api_name="/predict")
             return client, time.perf_counter() - t0
         except Exception:
-            if proc.poll() is not None:
-                raise SystemExit(f"{url}: the app exited: {Path(proc.log_path).read_text()[-2000:]}")
+            try:
+                app.check_running()
+            except AppStartError as e:
+                raise SystemExit(str(e)) from None
             if time.perf_counter() - t0 > timeout:
-                raise SystemExit(f"{url}: no answer after {timeout:.0f} s")
+                raise SystemExit(f"{app.url}: no answer after {timeout:.0f} s")
             time.sleep(0.05)
 
 
@@ -210,12 +201,11 @@ def models_ms(image=EXAMPLE, repeat: int = 30) -> dict[str, float]:
     """Median forward pass of each shipped model alone on one preprocessed image, in this process."""
     import torch
 
-    sys.path.insert(0, str(ROOT))
-    from cifar_models.compare import load_models
+    from cifar_models.serve.host import load_all
 
     out = {}
     with torch.inference_mode():
-        for name, clf in load_models(os.environ.get("CHECKPOINT_DIR", ROOT / "checkpoints")).items():
+        for name, clf in load_all(os.environ.get("CHECKPOINT_DIR", ROOT / "checkpoints"))[0].items():
             x = clf.preprocess([Image.open(image)])
             for _ in range(3):
                 clf.logits(x)
@@ -237,18 +227,17 @@ def main(argv=None):
     p.add_argument("--total", type=int, default=1000, help="requests to the app before the last memory reading")
     p.add_argument("--app", default=str(ROOT / "app.py"))
     a = p.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
-    from cifar_models.serving import MAX_UPLOAD_MB  # noqa: E402  (cheap: no torch, no gradio)
 
     print(f"machine: {os.cpu_count()} CPUs, load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     procs = []
     try:
-        bare, bare_url = launch(ROOT / "scripts" / "bare_app.py")
+        bare = launch(ROOT / "scripts" / "bare_app.py")
         procs.append(bare)
-        bare_client, bare_start = first_answer(bare, bare_url)
-        app, app_url = launch(Path(a.app))
+        bare_client, bare_start = first_answer(bare)
+        app = launch(Path(a.app))
         procs.append(app)
-        app_client, app_start = first_answer(app, app_url)
+        app_client, app_start = first_answer(app)
+        bare_url, app_url = bare.url, app.url
         print(f"start-up to first served request: app {app_start:.2f} s, bare Gradio {bare_start:.2f} s "
               f"(+{app_start - bare_start:.2f} s)")
 
@@ -258,7 +247,7 @@ def main(argv=None):
         floor = statistics.median(bare_t) + sum(m.values())
         print(f"one request at a time, {a.calls} calls: app p50 {statistics.median(app_t):.1f} ms, p95 "
               f"{percentile(app_t, 0.95):.1f} ms; bare p50 {statistics.median(bare_t):.1f} ms, p95 {percentile(bare_t, 0.95):.1f} ms")
-        print(f"forward passes alone: " + ", ".join(f"{n} {v:.1f} ms" for n, v in m.items()) +
+        print("forward passes alone: " + ", ".join(f"{n} {v:.1f} ms" for n, v in m.items()) +
               f"; app p50 / (bare p50 + models) = {statistics.median(app_t):.1f} / {floor:.1f} = "
               f"{statistics.median(app_t) / floor:.2f}x")
 
@@ -269,7 +258,7 @@ def main(argv=None):
             for _ in range(max(0, 50 - sent)):  # the memory baseline is taken after the first 50 requests
                 one_request(app_client, app_url, *mix[sent % len(mix)], check=False)
                 sent += 1
-            rss50_now, rss50 = rss_pair(app.pid)
+            rss50_now, rss50 = rss_pair(app.proc.pid)
             print(f"load: {a.clients} clients x {a.per_client} requests at once; mix of {len(mix) - n_bad} valid photos "
                   f"and {n_bad} bad files (text, truncated, empty, decompression bomb, over {MAX_UPLOAD_MB} MB)")
             res = {"bare": [], "app": []}
@@ -290,8 +279,8 @@ def main(argv=None):
                 out = load(app_url, mix, a.clients, min(a.per_client, max(1, (a.total - sent) // a.clients)))
                 sent += out["requests"]
                 errors += len(out["errors"])
-            alive = app.poll() is None
-            rss_end_now, rss_end = rss_pair(app.pid) if alive else (float("nan"),) * 2
+            alive = app.proc.poll() is None
+            rss_end_now, rss_end = rss_pair(app.proc.pid) if alive else (float("nan"),) * 2
             print(f"memory (resident), as each last request returns: after 50 requests {rss50_now:.0f} MB, after {sent} "
                   f"requests {rss_end_now:.0f} MB ({rss_end_now - rss50_now:+.0f} MB)")
             print(f"memory (resident), {SETTLE_S:.0f} s later: after 50 requests {rss50:.0f} MB, after {sent} requests "
@@ -300,12 +289,7 @@ def main(argv=None):
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            proc.stop()
 
 
 if __name__ == "__main__":

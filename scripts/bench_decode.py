@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
-from cifar_models.images import open_image
+from cifar_models.common.images import open_image
 from cifar_models.inference import to_cifar_uint8
 
 def vm(key):

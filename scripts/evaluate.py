@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from cifar_models import load_classifier, load_cifar100  # noqa: E402
 from cifar_models.checkpoint import atomic_write_json, checkpoint_paths, update_meta  # noqa: E402
 from cifar_models.data import indices_digest, stratified_subset  # noqa: E402
-from cifar_models.evaluation import evaluate_classifier, validation_split  # noqa: E402
+from cifar_models.eval.evaluation import evaluate_classifier, validation_split  # noqa: E402
 from cifar_models.robustness import (REPORT_KEYS, corruption_subset, evaluate_corruptions,  # noqa: E402
                                      stale_corruption_keys)
 
@@ -106,7 +106,7 @@ def main(argv=None):
 
 def photo(a) -> dict:
     """The photo-robustness check of one checkpoint (see cifar_models/photo.py)."""
-    from cifar_models.photo import photo_report
+    from cifar_models.eval.photo import photo_report
 
     clf = load_classifier(a.checkpoint, device=a.device)
     data = load_cifar100(a.data_dir, verify=not a.no_verify)

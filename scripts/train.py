@@ -12,8 +12,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cifar_models.models import list_models  # noqa: E402
-from cifar_models.recipes import get_recipe  # noqa: E402
-from cifar_models.training import train  # noqa: E402
+from cifar_models.train.recipes import get_recipe  # noqa: E402
+from cifar_models.train.loop import train  # noqa: E402
 
 # Recipe values a flag can override (--batch-size sets batch_size ...), with their types.
 RECIPE_FLAGS = dict(epochs=int, batch_size=int, lr=float, weight_decay=float, momentum=float, label_smoothing=float,

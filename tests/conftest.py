@@ -48,7 +48,7 @@ def cifar_fixture(tmp_path_factory) -> Path:
 
 
 def tiny_cnn_cfg(**overrides) -> dict:
-    from cifar_models.recipes import get_recipe
+    from cifar_models.train.recipes import get_recipe
 
     cfg = get_recipe("cnn9", "cpu")
     cfg.update(arch=dict(widths=[8, 16, 32, 64]), epochs=6, batch_size=50, lr=0.4, val_per_class=2, amp=False,
@@ -60,7 +60,7 @@ def tiny_cnn_cfg(**overrides) -> dict:
 @pytest.fixture(scope="session")
 def trained_cnn(cifar_fixture, tmp_path_factory):
     """A tiny cnn9 trained on the fixture once for the whole session: (checkpoint base path, meta)."""
-    from cifar_models.training import train
+    from cifar_models.train.loop import train
 
     out = tmp_path_factory.mktemp("ckpt")
     meta = train(tiny_cnn_cfg(), data_dir=cifar_fixture, out_dir=out / "checkpoints", run_dir=out / "runs",
@@ -68,39 +68,16 @@ def trained_cnn(cifar_fixture, tmp_path_factory):
     return out / "checkpoints" / "cnn9", meta
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_app(checkpoint_dir: Path, log_path: Path):
     """app.py on a free loopback port over `checkpoint_dir`, its log in `log_path`: (process, url) once it listens."""
-    import socket
-    import subprocess
-    import time
+    from cifar_models.dashboard.launch import AppProcess, AppStartError
 
-    port = free_port()
-    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), CHECKPOINT_DIR=str(checkpoint_dir),
-               GRADIO_ANALYTICS_ENABLED="False")
-    env.pop("GRADIO_SERVER_NAME", None)
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + float(os.environ.get("APP_START_TIMEOUT", 600))
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"app exited: {Path(log_path).read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"http://127.0.0.1:{port}/"
-        except OSError:
-            if time.time() > deadline:
-                proc.kill()
-                pytest.fail("app did not start listening in time")
-            time.sleep(0.5)
+    app = AppProcess.start(ROOT / "app.py", log_path, CHECKPOINT_DIR=str(checkpoint_dir))
+    try:
+        app.wait_listening()
+    except AppStartError as e:
+        pytest.fail(str(e))
+    return app.proc, app.url
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -2,7 +2,6 @@
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, chromium_or_skip, new_page
+from cifar_models.dashboard.launch import free_port
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -21,37 +21,19 @@ from gradio_client import Client, handle_file  # noqa: E402
 CHECKPOINTS = Path(os.environ.get("CHECKPOINT_DIR", ROOT / "checkpoints"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def app_url():
-    port = free_port()
-    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), CHECKPOINT_DIR=str(CHECKPOINTS),
-               GRADIO_ANALYTICS_ENABLED="False")
-    env.pop("GRADIO_SERVER_NAME", None)  # the default must be loopback (test_listens_on_loopback_only)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + float(os.environ.get("APP_START_TIMEOUT", 600))  # a busy 2-core CPU starts it slowly
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"app exited: {proc.stdout.read()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"app did not start listening within {os.environ.get('APP_START_TIMEOUT', 600)} s")
-            time.sleep(0.5)
-    yield url
-    assert proc.poll() is None, "the app died during the tests"
-    proc.terminate()
-    proc.wait(timeout=30)
+def app_url(tmp_path_factory):
+    # The default listening address must be loopback (test_listens_on_loopback_only): the launcher leaves it unset.
+    from cifar_models.dashboard.launch import AppProcess, AppStartError
+
+    app = AppProcess.start(ROOT / "app.py", tmp_path_factory.mktemp("app") / "app.log", CHECKPOINT_DIR=str(CHECKPOINTS))
+    try:
+        app.wait_listening()
+    except AppStartError as e:
+        pytest.fail(str(e))
+    yield app.url
+    assert app.proc.poll() is None, "the app died during the tests"
+    app.stop()
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +121,7 @@ def _bench():
 def test_twenty_clients_at_once_with_bad_files_are_all_served(app_url, tmp_path):
     # The benchmark's load, smaller: 20 clients x 2 requests at once, valid photos mixed with bad files and
     # uploads over the size limit. Every valid photo answered, every bad file its own message, app still up.
-    from cifar_models.serving import MAX_UPLOAD_MB
+    from cifar_models.common.limits import MAX_UPLOAD_MB
 
     bench = _bench()
     mix = bench.make_files(tmp_path, MAX_UPLOAD_MB)
@@ -169,7 +151,7 @@ def test_concurrent_requests_share_forward_passes(app_url):
 def test_upload_over_the_limit_is_refused_with_the_limit(app_url, tmp_path):
     import httpx
 
-    from cifar_models.serving import MAX_UPLOAD_MB
+    from cifar_models.common.limits import MAX_UPLOAD_MB
 
     big = tmp_path / "big.jpg"
     big.write_bytes(b"\xff" * ((MAX_UPLOAD_MB << 20) + 1))

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifar_models.calibration import calibration_report, fit_temperature
+from cifar_models.eval.calibration import calibration_report, fit_temperature
 
 
 def _logits(n=2000, classes=100, acc=0.6, scale=1.0, seed=0):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_models.corruptions import (CORRUPTIONS, PARAMS, SEVERITIES, apply_corruptions, brightness, corrupt,
+from cifar_models.eval.corruptions import (CORRUPTIONS, PARAMS, SEVERITIES, apply_corruptions, brightness, corrupt,
                                       describe, generator_for)
 
 

@@ -6,8 +6,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from cifar_models import load_classifier
-from cifar_models.recipes import get_recipe
-from cifar_models.training import train
+from cifar_models.train.recipes import get_recipe
+from cifar_models.train.loop import train
 from conftest import IMAGENET_WEIGHTS
 
 

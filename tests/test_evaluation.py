@@ -5,8 +5,8 @@ import sys
 import torch
 
 from cifar_models import load_classifier, load_cifar100
-from cifar_models.checkpoint import atomic_write_json
-from cifar_models.evaluation import evaluate_classifier, validation_split
+from cifar_models.common.files import atomic_write_json
+from cifar_models.eval.evaluation import evaluate_classifier, validation_split
 from conftest import ROOT
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifar_models.images import ImageInputError, open_image
+from cifar_models.common.images import ImageInputError, open_image
 from cifar_models.inference import to_cifar_uint8
 
 

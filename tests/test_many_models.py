@@ -10,8 +10,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from cifar_models.checkpoint import checkpoint_paths, read_meta, save_checkpoint
-from cifar_models.compare import (BatchedCompare, agreement_line, checkpoint_names, compare, default_shown,
-                                  load_all, model_colors)
+from cifar_models.common.meta import checkpoint_names
+from cifar_models.dashboard.catalog import agreement_line, default_shown, model_colors
+from cifar_models.serve.batching import BatchedCompare, compare
+from cifar_models.serve.host import load_all
 from conftest import ROOT, chromium_or_skip, new_page, start_app
 
 NAMES = ("tiny_a", "tiny_b", "tiny_c")
@@ -49,7 +51,8 @@ def test_every_checkpoint_is_found_and_a_broken_one_is_reported(folder):
     assert "broken.json is not valid JSON" in failed["broken"] and "orphan.json not found" in failed["orphan"]
     colors = model_colors(models)
     assert len(set(colors.values())) == 3  # one colour per checkpoint, even for three of the same model
-    assert default_shown(models) == ["tiny_a", "tiny_b"]
+    assert default_shown(models) == list(NAMES)  # the folder's first four, A-Z
+    assert default_shown(models, 2) == ["tiny_a", "tiny_b"]
 
 
 def test_batched_compare_runs_each_model_only_for_who_asked(folder):
@@ -113,7 +116,7 @@ def test_browser_picks_another_model_and_every_view_follows(many_url, tmp_path):
         page.wait_for_function(f"({text})('#curve-acc').includes('tiny_b validation')", timeout=60_000)
         heading, bars = page.evaluate(f"({text})('#heading-1')"), page.evaluate(f"({text})('#bars-1')")
         card, curves = page.evaluate(f"({text})('#card-1')"), page.evaluate(f"({text})('#curve-acc')")
-        assert heading.strip().startswith("tiny_b") and "tiny_b" in curves and "tiny_c" not in curves
+        assert heading.strip().startswith("tiny_b") and "tiny_b" in curves and "tiny_c" in curves  # all three shown
 
         picker = page.locator("#picker")
         picker.locator("input[name=tiny_b]").uncheck()
@@ -124,7 +127,7 @@ def test_browser_picks_another_model_and_every_view_follows(many_url, tmp_path):
         page.wait_for_function(f"({text})('#curve-acc').includes('tiny_c') && "
                                f"!({text})('#curve-acc').includes('tiny_b')", timeout=60_000)
         assert page.evaluate(f"({text})('#card-1')") != card
-        # A third model side by side: its own slot appears.
+        # A third model side by side again: its own slot appears.
         picker.locator("input[name=tiny_b]").check()
         page.wait_for_function(f"({text})('#heading-2').trim().startsWith('tiny_b')", timeout=60_000)
         page.screenshot(path=str(tmp_path / "three.png"), full_page=True)

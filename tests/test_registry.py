@@ -6,11 +6,13 @@ from PIL import Image
 from torch import nn
 
 from cifar_models import load_classifier
-from cifar_models.compare import agreement_line, compare, load_models, title
+from cifar_models.common.meta import title
+from cifar_models.dashboard.catalog import agreement_line
+from cifar_models.serve.batching import compare
 from cifar_models.data import CIFAR100_MEAN, CIFAR100_STD
 from cifar_models.models import ModelEntry, get_entry, list_models, model_stages, register, unregister
-from cifar_models.recipes import get_recipe
-from cifar_models.training import train
+from cifar_models.train.recipes import get_recipe
+from cifar_models.train.loop import train
 
 
 class Toy(nn.Module):
@@ -50,7 +52,7 @@ def test_a_toy_model_registered_in_a_test_trains_saves_and_is_served(toy, cifar_
     cfg = get_recipe("toy_test_model")
     meta = train(cfg, data_dir=cifar_fixture, out_dir=tmp_path / "ck", run_dir=tmp_path / "runs", verify_md5=False)
     assert meta["model"] == "toy_test_model" and len(meta["history"]) == 1
-    models = load_models(tmp_path / "ck", names=("toy_test_model",))
+    models = {"toy_test_model": load_classifier(tmp_path / "ck" / "toy_test_model")}
     result = compare(models, Image.new("RGB", (50, 40), (200, 30, 30)))
     top = result["toy_test_model"]["top"]
     assert len(top) == 5 and result["agree"] is True

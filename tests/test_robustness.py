@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from cifar_models import load_classifier, load_cifar100
-from cifar_models.corruptions import CORRUPTIONS, SEVERITIES, apply_corruptions, corrupt
-from cifar_models.robustness import corrupted_comparison, evaluate_corruptions, robustness_summary, to_display
+from cifar_models.eval.corruptions import CORRUPTIONS, SEVERITIES, apply_corruptions, corrupt
+from cifar_models.eval.robustness import evaluate_corruptions
+from cifar_models.serve.lab import corrupted_comparison, robustness_summary, to_display
 from conftest import ROOT
 
 EVALUATE = [sys.executable, str(ROOT / "scripts" / "evaluate.py")]

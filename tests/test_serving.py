@@ -5,7 +5,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cifar_models.serving import MicroBatcher, is_within
+from cifar_models.common.limits import is_within
+from cifar_models.serve.batching import MicroBatcher
 
 
 def test_concurrent_submits_are_batched_and_each_gets_its_own_result():
@@ -81,7 +82,7 @@ def test_is_within(tmp_path):
 
 def test_batches_are_cut_into_a_few_fixed_shapes():
     # At most five batch shapes reach the models (1, 2, 4, 8, 16), so the backend's per-shape memory is bounded.
-    from cifar_models.compare import pow2_chunks
+    from cifar_models.serve.batching import pow2_chunks
 
     for n in range(1, 60):
         chunks = pow2_chunks(n, 16)
@@ -112,7 +113,7 @@ def test_wait_idle_waits_for_a_quiet_gap_after_the_last_request():
 
 
 def test_warm_steps_cover_every_batch_shape_of_every_model():
-    from cifar_models.compare import warm_steps
+    from cifar_models.serve.batching import warm_steps
 
     seen = []
 
@@ -133,16 +134,16 @@ def test_warm_steps_cover_every_batch_shape_of_every_model():
 
 def test_malloc_arena_cap_is_accepted_by_glibc():
     # mallopt answers 0 for a parameter it does not know: a wrong constant would fail here.
-    from cifar_models import serving
+    from cifar_models.common import memory
 
-    if serving._libc("mallopt") is None:
+    if memory._libc("mallopt") is None:
         pytest.skip("not glibc")
-    assert serving.limit_malloc_arenas(2) is True
+    assert memory.limit_malloc_arenas(2) is True
 
 
 def test_the_dashboards_web_process_imports_no_torch():
     # Start-up: torch, torchvision (with torch._dynamo) and timm cost ~2.7 s to import; the web process never
-    # imports them (the models live in the model process, cifar_models/worker.py), so Gradio starts meanwhile.
+    # imports them (the models live in the model process, cifar_models/serve/worker.py), so Gradio starts meanwhile.
     import subprocess
     import sys
     from pathlib import Path
@@ -161,18 +162,18 @@ def test_corruptions_import_torchvision_only_when_used():
 
     from pathlib import Path
 
-    code = "import sys, cifar_models.corruptions; print('torchvision' in sys.modules)"
+    code = "import sys, cifar_models.eval.corruptions; print('torchvision' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
                          text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
 
 
 def test_the_trimmer_hands_memory_back_after_activity_only(monkeypatch):
-    from cifar_models import serving
+    from cifar_models.common import memory
 
     calls = []
-    monkeypatch.setattr(serving, "release_memory", lambda: calls.append(time.monotonic()))
-    trimmer = serving.Trimmer(every=0.05)
+    monkeypatch.setattr(memory, "release_memory", lambda: calls.append(time.monotonic()))
+    trimmer = memory.Trimmer(every=0.05)
     trimmer.touch()
     time.sleep(0.3)
     assert len(calls) == 1  # once after the request, not again while idle

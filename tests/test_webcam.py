@@ -6,8 +6,10 @@ import pytest
 from PIL import Image
 
 from cifar_models import load_classifier
-from cifar_models.images import ImageInputError
-from cifar_models.webcam import RateMeter, frame_id, frame_image, live_predictions
+from cifar_models.common.images import ImageInputError
+from cifar_models.common.images import frame_image
+from cifar_models.dashboard.webcam import RateMeter, frame_id
+from cifar_models.serve.lab import live_predictions
 
 
 def jpeg_bytes(size=(320, 240), colour=(200, 30, 30)) -> bytes:

@@ -1,4 +1,4 @@
-"""The dashboard's models in their own process (cifar_models/worker.py): it answers exactly what the same
+"""The dashboard's models in their own process (cifar_models/serve/worker.py, through dashboard/client.py): it answers exactly what the same
 models answer in-process, passes errors back as the same exceptions, and goes away with the app."""
 import shutil
 import subprocess
@@ -8,10 +8,10 @@ import time
 import pytest
 from PIL import Image
 
-from cifar_models.catalog import ModelInfo
-from cifar_models.host import LocalModels
-from cifar_models.images import ImageInputError
-from cifar_models.worker import ModelProcess, ModelProcessError
+from cifar_models.common.hosts import ModelHost, ModelInfo, ModelProcessError
+from cifar_models.common.images import ImageInputError
+from cifar_models.dashboard.client import ModelProcess
+from cifar_models.serve.host import LocalModels
 from conftest import ROOT
 
 
@@ -34,11 +34,11 @@ def remote(folder):
 
 def test_the_model_process_answers_what_the_models_answer_here(folder, remote):
     local = LocalModels(folder)
-    assert list(remote.info["models"]) == list(local.info["models"]) == ["cnn9"]
-    info = remote.info["models"]["cnn9"]
+    assert isinstance(remote, ModelHost) and isinstance(local, ModelHost)  # one typed interface, two implementations
+    assert list(remote.info.models) == list(local.info.models) == ["cnn9"]
+    info = remote.info.models["cnn9"]
     assert isinstance(info, ModelInfo) and info.name == "cnn9" and info.num_params == local.models["cnn9"].num_params
-    assert "broken" in remote.info["failed"] and "broken" in remote.info["failed"]["broken"]
-    assert [n for n, _, _ in remote.info["corruptions"]] == [n for n, _, _ in local.info["corruptions"]]
+    assert "broken" in remote.info.failed and "broken" in remote.info.failed["broken"]
     image = Image.open(ROOT / "examples" / "cifar" / "tiger_test422.png")
     there, here = remote.predict(image), local.predict(image)
     assert [t["label"] for t in there["cnn9"]["top"]] == [t["label"] for t in here["cnn9"]["top"]]
@@ -58,7 +58,7 @@ def test_errors_come_back_as_the_same_exceptions(remote):
     with pytest.raises(ImageInputError):
         remote.live(["cnn9"], {"url": "data:image/png;base64,bm90IGFuIGltYWdl"})  # "not an image"
     with pytest.raises(ValueError, match="unknown operation"):
-        remote.call("__init__", "/")
+        remote._call("__init__", "/")
     assert remote.predict(image)["cnn9"]["top"]  # and it keeps serving
 
 
@@ -103,7 +103,7 @@ def test_a_stopped_model_process_is_started_again_then_given_up(folder):
 
 
 def test_the_model_process_ends_with_the_app(folder):
-    code = ("import sys, time; from cifar_models.worker import ModelProcess; "
+    code = ("import sys, time; from cifar_models.dashboard.client import ModelProcess; "
             f"h = ModelProcess.start({str(folder)!r}); h.wait_ready(300); print(h.proc.pid, flush=True)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     pid = int(out.stdout.split()[-1])
@@ -125,7 +125,7 @@ def test_a_folder_without_usable_checkpoints_is_reported_not_hung(tmp_path):
     (tmp_path / "broken.json").write_text("{ not json")
     host = ModelProcess.start(tmp_path)
     info = host.wait_ready(timeout=300)
-    assert info["models"] == {} and "broken" in info["failed"]
+    assert info.models == {} and "broken" in info.failed
     host.close()
 
 
@@ -135,14 +135,15 @@ def test_the_web_process_stays_without_torch_through_a_whole_page(tmp_path):
     # reports have corruption figures) never imports torch in the web process.
     code = """
 import sys, app
-from cifar_models.worker import ModelProcess
+from cifar_models.dashboard.client import ModelProcess
+from cifar_models.dashboard.page import build
 host = ModelProcess.start(app.CHECKPOINT_DIR); host.wait_ready(300)
-demo = app.build(host, app.load_reports(app.CHECKPOINT_DIR, names=list(host.info["models"])))
-start = app.default_shown(app.MODELS)
-app.PAGE[0]()
-app.first_view(app.example_images()[0], tuple(start))
-if len(start) == 2 and all(app.REPORTS.get(n, {}).get("images") for n in start):
-    app.gallery_items(tuple(start))
+page = app.page_state(host)
+demo, views = build(page)
+views.layout(page.start)
+views.compare.first_view(tuple(page.start))
+assert views.analysis.gallery is not None
+views.analysis.gallery.items_for(views.analysis.gallery.pair)
 host.close()
 print(sorted(m for m in ("torch", "torchvision", "timm") if m in sys.modules))
 """
@@ -159,7 +160,7 @@ def test_the_app_restarts_its_model_process_and_says_so_when_it_gives_up(folder,
     import httpx
 
     from conftest import start_app
-    from cifar_models.worker import RESTARTS
+    from cifar_models.dashboard.client import RESTARTS
 
     proc, url = start_app(folder, tmp_path / "app.log")
     try:

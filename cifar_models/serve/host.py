@@ -1,9 +1,8 @@
-"""Everything the dashboard asks of its models, on the checkpoints loaded in this process.
+"""`LocalModels`: the `ModelHost` over checkpoints loaded in this process.
 
-The dashboard runs this in its own process (`worker.py`), so that the web server starts and serves
+The dashboard runs it in its model process (`serve/worker.py`), so that the web server starts and serves
 without importing torch; `MODEL_PROCESS=0 python app.py` runs it inside the app instead. Either way the
-app calls the same methods: `predict`, `explain`, `corrupted`, `live`, `gallery`, `warm_up`, and reads
-`info` (what was loaded, what failed, the corruptions on offer).
+dashboard calls the same typed methods (`common/hosts.py`).
 """
 from __future__ import annotations
 
@@ -13,67 +12,81 @@ from pathlib import Path
 
 from PIL import Image
 
-from .catalog import ModelInfo, load_reports, select, title
-from .compare import BatchedCompare, disagreements, explain, load_all, warm_steps
-from .corruptions import CORRUPTIONS, TITLES, scale
-from .robustness import corrupted_comparison, robustness_summary, to_display
-from .serving import MAX_BATCH
-from .webcam import live_predictions
+from ..common.hosts import HostInfo, ModelHost, ModelInfo, select
+from ..common.limits import MAX_BATCH
+from ..common.meta import CheckpointError, checkpoint_names, title
+from ..common.reports import load_reports
+from ..explain import heat_map
+from ..inference import Classifier, load_classifier
+from .batching import BatchedCompare, warm_steps
+from .gallery import disagreements
+from .lab import corrupted_comparison, live_predictions, robustness_summary, to_display
 
 log = logging.getLogger("cifar_compare")
 
 
-class LocalModels:
+def load_all(checkpoint_dir="checkpoints", device="cpu") -> tuple[dict[str, Classifier], dict[str, str]]:
+    """Every checkpoint in the folder, whatever its name (each one knows its model from its own JSON).
+    Returns (name -> Classifier, name -> why it could not be loaded); each is logged, with the time taken."""
+    t0 = time.perf_counter()
+    models, failed = {}, {}
+    for name in checkpoint_names(checkpoint_dir):
+        t = time.perf_counter()
+        try:
+            models[name] = load_classifier(Path(checkpoint_dir) / name, device=device)
+        except CheckpointError as e:
+            failed[name] = str(e)
+            log.warning("checkpoint %s not loaded: %s", name, e)
+            continue
+        log.info("loaded checkpoint %s (%s) in %.2f s", name, models[name].name, time.perf_counter() - t)
+    log.info("%d checkpoint(s) loaded from %s in %.2f s%s", len(models), checkpoint_dir, time.perf_counter() - t0,
+             f"; {len(failed)} failed" if failed else "")
+    return models, failed
+
+
+class LocalModels(ModelHost):
     """Every checkpoint in `checkpoint_dir`, loaded once, and the operations the dashboard runs on them.
     Thread-safe: predictions from many threads are batched together (`BatchedCompare`)."""
 
     def __init__(self, checkpoint_dir, device: str = "cpu"):
         self.checkpoint_dir = Path(checkpoint_dir)
-        self.models, self.failed = load_all(checkpoint_dir, device)
+        self.models, failed = load_all(checkpoint_dir, device)
         self.batched = BatchedCompare(self.models)
         self.reports = load_reports(checkpoint_dir, names=list(self.models))
         self._test_images = None
-        self.info = dict(models={n: ModelInfo.of(c) for n, c in self.models.items()}, failed=dict(self.failed),
-                         corruptions=[(n, TITLES[n], scale(n)) for n in CORRUPTIONS])
+        self.info = HostInfo(models={n: ModelInfo.of(c) for n, c in self.models.items()}, failed=dict(failed))
 
     def predict(self, image: Image.Image, names: list[str] | None = None) -> dict:
-        """Top-5 of the named models (default: all) for one PIL image; see `compare.compare_inputs`."""
         return self.batched(image, names)
 
     def explain(self, name: str, image: Image.Image, class_name: str) -> Image.Image:
-        """Grad-CAM of `class_name` for checkpoint `name`, overlaid on the image."""
-        return explain(self.models[name], image, class_name)
+        return heat_map(select(self.models, [name])[name], image, class_name)
 
     def corrupted(self, names: list[str], image: Image.Image, severities: dict[str, int], seed: int = 0) -> dict:
-        """The Robustness lab: the image as the models see it, corrupted, and each named model's top-5 on it:
-        {"original": PIL, "corrupted": PIL, "summary": markdown, "models": {name: {"top": [...], ...}}}."""
         models = select(self.models, names)
         r = corrupted_comparison(models, image, severities, seed)
         return dict(original=to_display(r["original"]), corrupted=to_display(r["corrupted"]),
                     summary=robustness_summary(r, {n: title(m) for n, m in models.items()}), models=r["models"])
 
     def live(self, names: list[str], payload) -> tuple[dict, float]:
-        """One webcam frame (Gradio's raw payload) through the named models: ({name: {label: p}}, ms)."""
         return live_predictions(select(self.models, names), payload)
 
     def test_images(self):
         """CIFAR-100's test images when the data set is on this machine (CIFAR100_DIR or ./data), else None."""
         if self._test_images is None:
-            from .data import load_test_images
+            from ..data import load_test_images
             self._test_images = (load_test_images(),)
         return self._test_images[0]
 
-    def gallery(self, pair: tuple[str, str], folders=()) -> tuple[list, int, bool]:
-        """The pair's disagreement gallery: ([(PIL image, caption)], how many test images differ, whether the
-        images come from the local test set rather than the shipped PNGs in `folders`)."""
+    def gallery(self, pair: tuple[str, str], folders: tuple = ()) -> tuple[list, int, bool]:
         images = self.test_images()
         items, differ = disagreements({n: self.reports[n] for n in pair}, tuple(pair), folders=folders,
                                       test_images=images)
         return items, differ, images is not None
 
     def warm_up(self) -> float:
-        """The backend's kernels for every batch shape, prepared between requests only (a request waits for
-        one small step at most). Returns the seconds it took."""
+        """Every batch shape's kernels, prepared between requests only (a request waits for one small step at
+        most)."""
         t0 = time.perf_counter()
         for step in warm_steps(self.models, MAX_BATCH):
             self.batched.batcher.wait_idle()

@@ -7,7 +7,7 @@ import torch
 
 from . import metrics
 from .calibration import calibration_report
-from .data import Cifar100, Split, stratified_split
+from ..data import Cifar100, Split, stratified_split
 
 
 def validation_split(data: Cifar100, meta: dict) -> Split:

@@ -1,21 +1,19 @@
-"""The dashboard's models in a process of their own.
+"""The dashboard's models in a process of their own: `ModelProcess`, the `ModelHost` the web process holds.
 
 Importing torch and timm costs the app about 2.7 s on a 2-core CPU, more than Gradio itself. The app
-therefore starts this process first thing, and imports Gradio and builds its page while the models load
-here, on the other core. The web process never imports torch: it sends each image (decoded and shrunk by
-Pillow) over a local, authenticated connection, and gets JSON-like answers and small images back.
-Predictions of concurrent requests are batched in here (`host.LocalModels`).
+therefore starts the model process (`serve/worker.py`) first thing, and imports Gradio and builds its page
+while the models load there, on the other core. The web process never imports torch: it sends each image
+(decoded and shrunk by Pillow) over a local, authenticated connection, and gets JSON-like answers and small
+images back. Predictions of concurrent requests are batched over there (`serve.host.LocalModels`).
 
     host = ModelProcess.start("checkpoints")   # returns at once; the child loads in the background
     host.wait_ready()                           # raises ModelProcessError if it could not start
-    host.predict(image, ["cnn9"])               # the same methods as host.LocalModels
+    host.predict(image, ["cnn9"])               # any ModelHost method, run in the child
 
-Run as `python -m cifar_models.worker CHECKPOINT_DIR` by `ModelProcess` only (it reads its address from
-the environment). This module is cheap to import: no torch.
+This module is cheap to import: no torch.
 """
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import os
@@ -25,33 +23,31 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
-from multiprocessing.connection import Client, Listener
+from multiprocessing.connection import Listener
 from pathlib import Path
 
-from .images import ImageInputError
+from PIL import Image
 
-ENV = "CIFAR_COMPARE_WORKER"  # host:port:key for the child
-ROOT = Path(__file__).resolve().parents[1]
-OPS = ("predict", "explain", "corrupted", "live", "gallery", "warm_up")
+from ..common.hosts import WORKER_ENV, HostInfo, ModelHost, ModelProcessError
+from ..common.images import ImageInputError
+
+ROOT = Path(__file__).resolve().parents[2]
+# Exceptions the child reports by name that come back as themselves (anything else: ModelProcessError).
 ERRORS = {"ImageInputError": ImageInputError, "KeyError": KeyError, "ValueError": ValueError}
 log = logging.getLogger("cifar_compare")
-
-
-class ModelProcessError(RuntimeError):
-    """The model process could not start, or stopped."""
 
 
 RESTARTS, RESTART_WINDOW_S = 3, 600  # a model process that stops is restarted, up to 3 times in 10 minutes
 
 
-class ModelProcess:
+class ModelProcess(ModelHost):
     """The parent's side: the child process, and calls to it from any number of threads at once. A child that
     stops while serving (killed, out of memory) is started again, at most `restarts` times in
     RESTART_WINDOW_S; the calls it was answering fail, later ones wait for the new one."""
 
     def __init__(self, checkpoint_dir, restarts: int = RESTARTS):
         self.checkpoint_dir = Path(checkpoint_dir)
-        self.info: dict | None = None
+        self.info: HostInfo | None = None
         self.proc: subprocess.Popen | None = None
         self.restarts, self._restarted_at = restarts, []
         self._conn = None
@@ -73,11 +69,11 @@ class ModelProcess:
         key = secrets.token_bytes(32)
         listener = Listener(("127.0.0.1", 0), authkey=key)
         host, port = listener.address
-        env = dict(os.environ, **{ENV: f"{host}:{port}:{key.hex()}"})
+        env = dict(os.environ, **{WORKER_ENV: f"{host}:{port}:{key.hex()}"})
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
         self._conn = None
         # The child's output (its log lines) goes where the app's goes.
-        self.proc = subprocess.Popen([sys.executable, "-m", "cifar_models.worker", str(self.checkpoint_dir)], env=env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "cifar_models.serve.worker", str(self.checkpoint_dir)], env=env)
         threading.Thread(target=self._read, args=(listener, self.proc), name="model-process", daemon=True).start()
 
     # ------------------------------------------------------------------ the connection
@@ -147,14 +143,14 @@ class ModelProcess:
         if self._error:
             raise ModelProcessError(self._error)
 
-    def wait_ready(self, timeout: float = 600) -> dict:
+    def wait_ready(self, timeout: float = 600) -> HostInfo:
         """Block until every checkpoint is loaded; returns `info`. Raises ModelProcessError, with the
         child's reason, when it could not start."""
         self._wait(timeout)
         log.info("model process ready %.2f s after it was started", time.perf_counter() - self.started)
         return self.info
 
-    def call(self, op: str, *args, **kwargs):
+    def _call(self, op: str, *args):
         try:
             self._wait(timeout=120)
         except ModelProcessError as e:
@@ -167,7 +163,7 @@ class ModelProcess:
                                         + ("restart the app" if self._error else "try again in a few seconds"))
             self._pending[call_id] = future
             try:
-                self._conn.send((call_id, op, args, kwargs))
+                self._conn.send((call_id, op, args))
             except (OSError, ValueError, AttributeError) as e:
                 self._pending.pop(call_id, None)
                 raise ModelProcessError(f"the model process cannot be reached ({e}); try again in a few seconds") from None
@@ -178,61 +174,21 @@ class ModelProcess:
         if self.proc.poll() is None:
             self.proc.terminate()
 
-    def __getattr__(self, op: str):
-        """host.LocalModels' operations (predict, explain, corrupted, live, gallery, warm_up), run in the child."""
-        if op in OPS:
-            return functools.partial(self.call, op)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {op!r}")
+    # ------------------------------------------------------------------ the ModelHost, run in the child
+    def predict(self, image: Image.Image, names: list[str] | None = None) -> dict:
+        return self._call("predict", image, names)
 
+    def explain(self, name: str, image: Image.Image, class_name: str) -> Image.Image:
+        return self._call("explain", name, image, class_name)
 
-# ---------------------------------------------------------------------- the child
-def serve(checkpoint_dir: str) -> None:
-    host_port_key = os.environ.pop(ENV, None)
-    if not host_port_key:
-        sys.exit("cifar_models.worker is started by the dashboard (app.py), not by hand.")
-    host, port, key = host_port_key.split(":")
-    conn = Client((host, int(port)), authkey=bytes.fromhex(key))
-    from . import serving
-    serving.limit_malloc_arenas()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    log.setLevel(logging.INFO)
-    try:
-        import torch
+    def corrupted(self, names: list[str], image: Image.Image, severities: dict[str, int], seed: int = 0) -> dict:
+        return self._call("corrupted", names, image, severities, seed)
 
-        from .host import LocalModels
-        torch.set_grad_enabled(False)  # inference only (Grad-CAM turns gradients on for itself)
-        models = LocalModels(checkpoint_dir)
-    except Exception as e:
-        conn.send(("failed", f"the models could not be loaded: {type(e).__name__}: {e}"))
-        return
-    conn.send(("ready", models.info))
+    def live(self, names: list[str], payload) -> tuple[dict, float]:
+        return self._call("live", names, payload)
 
-    from concurrent.futures import ThreadPoolExecutor
-    pool = ThreadPoolExecutor(serving.PREDICT_CONCURRENCY + 8, thread_name_prefix="model-call")
-    lock = threading.Lock()
+    def gallery(self, pair: tuple[str, str], folders: tuple = ()) -> tuple[list, int, bool]:
+        return self._call("gallery", pair, folders)
 
-    def handle(call_id, op, args, kwargs):
-        try:
-            if op not in OPS:
-                raise ValueError(f"unknown operation {op!r}")
-            answer = (call_id, True, getattr(models, op)(*args, **kwargs))
-        except Exception as e:
-            message = e.args[0] if isinstance(e, KeyError) and e.args else str(e) or type(e).__name__
-            answer = (call_id, False, (type(e).__name__, message))
-        with lock:
-            try:
-                conn.send(answer)
-            except Exception as e:  # an answer that cannot be pickled: say so rather than leave the caller waiting
-                conn.send((call_id, False, ("ModelProcessError", f"{op}: answer not sendable ({e})")))
-
-    while True:
-        try:
-            call = conn.recv()
-        except (EOFError, OSError):  # the app is gone: so are we
-            break
-        pool.submit(handle, *call)
-    os._exit(0)
-
-
-if __name__ == "__main__":
-    serve(sys.argv[1])
+    def warm_up(self) -> float:
+        return self._call("warm_up")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 
-from .models import get_entry
+from ..models import get_entry
 
 COMMON = dict(
     seed=0,

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from ..common.corruption_specs import TITLES as CORRUPTION_TITLES
 
-COLORS: dict[str, str] = {}  # checkpoint name -> colour, set once by the app (compare.model_colors)
+COLORS: dict[str, str] = {}  # checkpoint name -> colour, set once by the app (catalog.model_colors)
 
 
 def use_colors(colors: dict[str, str]) -> None:
@@ -14,15 +15,8 @@ def use_colors(colors: dict[str, str]) -> None:
 
 
 def _color(name: str) -> str:
-    """A model's colour: the app's choice, else its registry entry's (grey for a name neither knows). The
-    registry is only consulted outside the dashboard (scripts, which have torch loaded anyway)."""
-    if name in COLORS:
-        return COLORS[name]
-    try:
-        from .models import get_entry
-        return get_entry(name).color
-    except KeyError:
-        return "#555555"
+    """A model's colour: the app's choice (`use_colors`), grey for a name it did not give."""
+    return COLORS.get(name, "#555555")
 
 
 BAR_HEIGHT, CURVE_HEIGHT = 300, 360
@@ -111,17 +105,12 @@ def per_class_accuracy(reports: dict[str, dict]) -> go.Figure:
                    legend=dict(orientation="h", y=1.1, x=1, xanchor="right"), margin=dict(l=10, r=20, t=90, b=120))
 
 
-def corruption_curves(reports: dict[str, dict], titles: dict[str, str] | None = None, cols: int = 3,
-                      corruption_titles: dict[str, str] | None = None) -> go.Figure:
+def corruption_curves(reports: dict[str, dict], titles: dict[str, str] | None = None, cols: int = 3) -> go.Figure:
     """Test top-1 against corruption severity, one small chart per corruption, every model in each
-    (severity 0 = the same test images uncorrupted). From the reports' `corruptions` keys. `corruption_titles`:
-    each corruption's display name (default: corruptions.TITLES, which imports torch: the dashboard's web
-    process passes the names its model process gave it)."""
+    (severity 0 = the same test images uncorrupted). From the reports' `corruptions` keys."""
     from plotly.subplots import make_subplots
 
-    if corruption_titles is None:
-        from .corruptions import TITLES as corruption_titles
-    TITLES = corruption_titles
+    TITLES = CORRUPTION_TITLES
 
     reports = {n: r for n, r in reports.items() if r.get("corruptions")}
     names = list(dict.fromkeys(c for r in reports.values() for c in r["corruptions"]))

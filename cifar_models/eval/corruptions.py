@@ -11,11 +11,11 @@ Every corruption is a pure function over a whole batch:
 same output bit for bit. The result is uint8 of the same shape on the same device.
 
 `CORRUPTIONS` (name -> fn) is the one list the app's Robustness panel and the corruption
-evaluation (`cifar_models.robustness`, `scripts/evaluate.py --corruptions`) both iterate, in this
+evaluation (`eval/robustness.py`, `scripts/evaluate.py --corruptions`) both iterate, in this
 order (which is also the order `apply_corruptions` composes them: geometry, then optics, light,
 sensor noise, and compression last, as in a camera).
 
-Severity parameters (`PARAMS`, index = severity - 1):
+Severity parameters (`common/corruption_specs.py`: `PARAMS`, index = severity - 1):
 
 | name | what | parameter at severity 1..5 | source |
 |---|---|---|---|
@@ -41,50 +41,9 @@ from typing import Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-SEVERITIES = (1, 2, 3, 4, 5)
-
-PARAMS: dict[str, tuple] = {
-    "rotation": (10, 20, 30, 40, 50),
-    "occlusion": (0.2, 0.3, 0.4, 0.5, 0.6),
-    "gaussian_blur": (0.4, 0.6, 0.7, 0.8, 1.0),
-    "pixelate": (0.95, 0.9, 0.85, 0.75, 0.65),
-    "brightness": (0.05, 0.1, 0.15, 0.2, 0.3),
-    "darkness": (0.8, 0.65, 0.5, 0.35, 0.2),
-    "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),
-    "gaussian_noise": (0.04, 0.06, 0.08, 0.09, 0.10),
-    "jpeg": (80, 65, 58, 50, 40),
-}
-
-TITLES: dict[str, str] = {
-    "rotation": "Rotation",
-    "occlusion": "Occlusion",
-    "gaussian_blur": "Gaussian blur",
-    "pixelate": "Pixelation",
-    "brightness": "Brightness (lighter)",
-    "darkness": "Darkness",
-    "contrast": "Low contrast",
-    "gaussian_noise": "Gaussian noise",
-    "jpeg": "JPEG compression",
-}
-
-UNITS: dict[str, str] = {
-    "rotation": "±{}°", "occlusion": "square {:.0%} of side", "gaussian_blur": "σ {} px",
-    "pixelate": "{:.0%} resolution", "brightness": "value +{}", "darkness": "× {}", "contrast": "contrast × {}",
-    "gaussian_noise": "σ {}", "jpeg": "quality {}",
-}
+from ..common.corruption_specs import NAMES, PARAMS, SEVERITIES, TITLES, UNITS, describe, scale  # noqa: F401
 
 OCCLUSION_FILL = 128  # mid-grey
-
-
-def scale(name: str) -> str:
-    """'severity 1 → 5: σ 0.4 px … σ 1.0 px' (for a control's help text)."""
-    first, last = (UNITS[name].format(PARAMS[name][i]) for i in (0, -1))
-    return f"severity 1 → 5: {first} … {last}"
-
-
-def describe(name: str, severity: int) -> str:
-    """'Gaussian blur, severity 3 (σ 0.7 px)'."""
-    return f"{TITLES[name]}, severity {severity} ({UNITS[name].format(PARAMS[name][severity - 1])})"
 
 
 def _check(images: torch.Tensor, severity: int) -> None:
@@ -201,7 +160,7 @@ CORRUPTIONS: dict[str, Callable[..., torch.Tensor]] = {
     "gaussian_noise": gaussian_noise,
     "jpeg": jpeg,
 }
-assert set(CORRUPTIONS) == set(PARAMS) == set(TITLES) == set(UNITS)
+assert tuple(CORRUPTIONS) == NAMES
 
 
 def generator_for(seed: int, name: str) -> torch.Generator:

@@ -1,6 +1,8 @@
 """Open an image file a person uploaded, or say clearly why it cannot be used."""
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import warnings
 from pathlib import Path
@@ -71,3 +73,32 @@ def _reduced(img: Image.Image, factor: int) -> Image.Image:
     out.info.update(img.info)
     img.close()
     return out
+
+
+def frame_image(payload, min_side: int = 64) -> Image.Image:
+    """A streamed frame (a dict with a `data:` URL or a `path`, raw bytes, or a path) -> an RGB PIL image
+    whose shorter side is at least `min_side` (decoded at reduced size when the format allows it).
+    Raises ImageInputError when the frame is missing or cannot be decoded."""
+    data = payload
+    if isinstance(payload, dict):
+        url = payload.get("url") or ""
+        data = url if url.startswith("data:") else payload.get("path")
+    if isinstance(data, str) and data.startswith("data:"):
+        try:
+            data = base64.b64decode(data.split(",", 1)[1], validate=False)
+        except (IndexError, binascii.Error, ValueError):
+            raise ImageInputError("The webcam frame is not a valid data URL.") from None
+    elif isinstance(data, (str, Path)):
+        path = Path(data)
+        if not path.is_file():
+            raise ImageInputError("The webcam frame did not arrive.")
+        data = path.read_bytes()
+    if not data:
+        raise ImageInputError("The webcam frame is empty.")
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.draft("RGB", (min_side, min_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale, never below min_side
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageInputError(f"The webcam frame could not be decoded ({e}).") from None
+    return img.convert("RGB")

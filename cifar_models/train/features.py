@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from .data import apply_augment, draw_augment, to_model_input
+from ..data import apply_augment, draw_augment, to_model_input
 
 PART = 2048
 

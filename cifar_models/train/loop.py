@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,24 +26,21 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from . import metrics
-from .checkpoint import atomic_write_bytes, atomic_write_json, git_commit, half_state_dict, save_checkpoint
-from .data import (Cifar100, apply_augment, draw_augment, indices_digest, load_cifar100, stratified_split,
+from ..checkpoint import git_commit, half_state_dict, save_checkpoint
+from ..common.meta import build_meta
+from ..common.reports import report_path, save_report
+from ..data import (Cifar100, apply_augment, draw_augment, indices_digest, load_cifar100, stratified_split,
                    stratified_subset, to_model_input)
+from ..eval import metrics
+from ..eval.evaluation import evaluate_classifier
+from ..inference import classifier_from_state
+from ..models import build_model, count_params, get_entry, model_stages
 from .distributed import Dist
-from .evaluation import evaluate_classifier
 from .features import cached_stage_outputs
-from .inference import classifier_from_state
-from .models import build_model, count_params, get_entry, model_stages
-
-# Keys of the config that do not change what is trained (so a run may resume with other values).
-_NOT_IDENTITY = ("device", "description", "notes")
-
+from .state import resume, save_state
 
 def pick_device(name: str = "auto", dist: Dist | None = None) -> torch.device:
     if name == "auto":
@@ -79,10 +75,6 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
     if cfg["optimizer"] == "adamw":
         return torch.optim.AdamW(groups, lr=cfg["lr"])
     raise ValueError(f"unknown optimizer {cfg['optimizer']!r}")
-
-
-def identity(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k not in _NOT_IDENTITY}
 
 
 class Tail(nn.Module):
@@ -314,108 +306,11 @@ def validate(run: Run) -> dict | None:
     return metrics.summarize(run.val_logits, run.val_labels)
 
 
-# ----------------------------------------------------------------------------- resumable state
-def _rng_states() -> dict:
-    return dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                numpy=np.random.get_state(), python=random.getstate())
-
-
-def _set_rng_states(s: dict) -> None:
-    torch.set_rng_state(s["torch"])
-    if s["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-    np.random.set_state(s["numpy"])
-    random.setstate(s["python"])
-
-
-def _rng_to_saved(states: list[dict]) -> tuple[dict, dict]:
-    """Every process's generators -> (tensors, JSON metadata) for safetensors."""
-    tensors, meta = {}, []
-    for r, s in enumerate(states):
-        tensors[f"rng.{r}.torch"] = s["torch"]
-        for d, t in enumerate(s["cuda"]):
-            tensors[f"rng.{r}.cuda.{d}"] = t
-        kind, keys, pos, has_gauss, gauss = s["numpy"]
-        tensors[f"rng.{r}.numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
-        meta.append(dict(cuda=len(s["cuda"]), numpy=[kind, int(pos), int(has_gauss), float(gauss)],
-                         python=[s["python"][0], list(s["python"][1]), s["python"][2]]))
-    return tensors, dict(rng=json.dumps(meta))
-
-
-def _rng_from_saved(tensors: dict, meta: dict, rank: int) -> dict:
-    m = json.loads(meta["rng"])[rank]
-    kind, pos, has_gauss, gauss = m["numpy"]
-    return dict(torch=tensors[f"rng.{rank}.torch"], cuda=[tensors[f"rng.{rank}.cuda.{d}"] for d in range(m["cuda"])],
-                numpy=(kind, tensors[f"rng.{rank}.numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss),
-                python=(m["python"][0], tuple(m["python"][1]), m["python"][2]))
-
-
-def save_state(run: Run) -> None:
-    """Model, optimizer, schedule position (epochs done), history, and every process's random generators."""
-    rng = run.dist.gather_objects(_rng_states())
-    if not run.dist.is_main:
-        run.dist.barrier()
-        return
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}
-    opt_sd = run.opt.state_dict()
-    scalars = {}
-    for pid, st in opt_sd["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                scalars[f"{pid}.{k}"] = v
-    rng_tensors, rng_meta = _rng_to_saved(rng)
-    tensors.update(rng_tensors)
-    meta = dict(config=json.dumps(run.cfg), epoch=str(len(run.history)), history=json.dumps(run.history),
-                elapsed=str(run.elapsed), world=str(run.dist.world), opt_groups=json.dumps(opt_sd["param_groups"]),
-                opt_scalars=json.dumps(scalars), **rng_meta)
-    atomic_write_bytes(run.state_path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
-    atomic_write_json(run.state_path.with_name("history.json"), dict(config=run.cfg, history=run.history))
-    run.dist.barrier()
-
-
-def saved_config(path: Path) -> dict:
-    with safe_open(str(path), "pt") as f:
-        return json.loads(f.metadata()["config"])
-
-
-def resume(run: Run, restart: bool = False) -> None:
-    """Continue where the same run stopped: weights, optimizer, history, time and random generators."""
-    path = run.state_path
-    if restart or not path.exists():
-        return
-    if identity(saved_config(path)) != identity(run.cfg):
-        raise SystemExit(f"{path} belongs to a different run configuration. Run the same command as before to "
-                         f"resume it, add --restart to discard it, or use another --name.")
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
-    if int(meta.get("world", 1)) != run.dist.world:
-        raise SystemExit(f"{path} was written by {meta.get('world', 1)} process(es); resume it with the same number "
-                         f"(or --restart).")
-    tensors = load_file(str(path), device="cpu")
-    run.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, pid, name = k.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v
-    for k, v in json.loads(meta["opt_scalars"]).items():
-        pid, name = k.split(".", 1)
-        state.setdefault(int(pid), {})[name] = v
-    run.opt.load_state_dict(dict(state=state, param_groups=json.loads(meta["opt_groups"])))
-    run.history, run.elapsed = json.loads(meta["history"]), float(meta["elapsed"])
-    _set_rng_states(_rng_from_saved(tensors, meta, run.dist.rank))
-    _say(run, f"resuming {run.name} after epoch {len(run.history)}/{run.cfg['epochs']} ({run.elapsed:.0f}s done)")
-
-
 # ----------------------------------------------------------------------------- finish
-def finish(run: Run, out_dir="checkpoints", run_test: bool = True) -> dict:
-    """Validation metrics, the test report of the shipped fp16 weights, and the checkpoint (rank 0)."""
+def _describe(run: Run) -> dict:
+    """The checkpoint's description (common/meta.py), before the test report."""
     cfg, data = run.cfg, run.data
-    if run.val_logits is None:
-        validate(run)
-    meta = dict(
+    return build_meta(
         model=cfg["model"], name=run.name, description=get_entry(cfg["model"]).description, notes=cfg.get("notes"),
         arch=cfg["arch"], pretrained=run.pretrained, num_params=count_params(run.model),
         class_names=data.class_names, superclass_names=data.superclass_names, superclass_of=data.superclass_of,
@@ -431,6 +326,14 @@ def finish(run: Run, out_dir="checkpoints", run_test: bool = True) -> dict:
         git_commit=run.commit, torch_version=torch.__version__,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
+
+
+def finish(run: Run, out_dir="checkpoints", run_test: bool = True) -> dict:
+    """Validation metrics, the test report of the shipped fp16 weights, and the checkpoint (rank 0)."""
+    data = run.data
+    if run.val_logits is None:
+        validate(run)
+    meta = _describe(run)
     state = half_state_dict(run.model)  # shipped weights are fp16
     report = None
     if run_test:  # the shipped fp16 weights, in fp32 compute, on the test set: the figures people will see
@@ -447,7 +350,7 @@ def finish(run: Run, out_dir="checkpoints", run_test: bool = True) -> dict:
                                       total=(run.feature_seconds or 0) + run.elapsed + meta.get("test_seconds", 0))
     weights, js = save_checkpoint(Path(out_dir) / run.name, state, meta)
     if report is not None:
-        atomic_write_json(js.with_name(f"{run.name}.eval.json"), report, indent=None)
+        save_report(report_path(js), report)
     print(f"wrote {weights} and {js}; validation {meta['metrics']['validation']}, test {meta['metrics']['test']}")
     return meta
 
@@ -471,7 +374,9 @@ def train(cfg: dict, data_dir=None, out_dir="checkpoints", run_dir="runs", name:
           restart: bool = False, run_test: bool = True, verify_md5: bool = True, command: str | None = None):
     """Train per cfg (a resolved recipe), write the checkpoint; return its metadata (None on ranks > 0)."""
     run = setup(cfg, data_dir, run_dir, name, verify_md5, command)
-    resume(run, restart)
+    resumed = resume(run, restart)
+    if resumed:
+        _say(run, resumed)
     for epoch in range(len(run.history), run.cfg["epochs"]):
         row = run_epoch(run, epoch)
         run.elapsed += row["seconds"]
