@@ -218,7 +218,7 @@ def models_ms(image=EXAMPLE, repeat: int = 30) -> dict[str, float]:
     return out
 
 
-def main(argv=None):
+def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--calls", type=int, default=50, help="sequential predict calls per app")
     p.add_argument("--clients", type=int, default=20)
@@ -226,8 +226,68 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3, help="load rounds per app, alternating bare and real")
     p.add_argument("--total", type=int, default=1000, help="requests to the app before the last memory reading")
     p.add_argument("--app", default=str(ROOT / "app.py"))
-    a = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def one_at_a_time(bare_client: Client, app_client: Client, calls: int) -> None:
+    """p50/p95 of `calls` sequential requests on each app, against the bare app plus the models' forward passes."""
+    sequential(bare_client, 5), sequential(app_client, 5)  # warm both
+    bare_t, app_t = sequential(bare_client, calls), sequential(app_client, calls)
+    m = models_ms()
+    floor = statistics.median(bare_t) + sum(m.values())
+    print(f"one request at a time, {calls} calls: app p50 {statistics.median(app_t):.1f} ms, p95 "
+          f"{percentile(app_t, 0.95):.1f} ms; bare p50 {statistics.median(bare_t):.1f} ms, p95 "
+          f"{percentile(bare_t, 0.95):.1f} ms")
+    print("forward passes alone: " + ", ".join(f"{n} {v:.1f} ms" for n, v in m.items()) +
+          f"; app p50 / (bare p50 + models) = {statistics.median(app_t):.1f} / {floor:.1f} = "
+          f"{statistics.median(app_t) / floor:.2f}x")
+
+
+def load_rounds(a, mix, bare_url: str, app_url: str) -> tuple[int, int]:
+    """`a.rounds` rounds of load on each app, alternating; prints each and the ratio. (requests sent to the app,
+    its unexpected errors)."""
+    res = {"bare": [], "app": []}
+    for r in range(a.rounds):
+        for name, url in (("bare", bare_url), ("app", app_url)):
+            out = load(url, mix, a.clients, a.per_client, check=name == "app")
+            res[name].append(out)
+            print(f"  round {r + 1} {name:4s}: {out['rps']:5.1f} requests/s, p50 {out['p50']:6.0f} ms, "
+                  f"p95 {out['p95']:6.0f} ms, unexpected errors {len(out['errors'])}"
+                  + (f": {out['errors'][:3]}" if out["errors"] else ""))
+    med = {k: statistics.median(o["rps"] for o in v) for k, v in res.items()}
+    print(f"median requests/s: app {med['app']:.1f}, bare {med['bare']:.1f} -> app/bare = {med['app'] / med['bare']:.0%}")
+    return sum(o["requests"] for o in res["app"]), sum(len(o["errors"]) for o in res["app"])
+
+
+def under_load(a, app: AppProcess, app_client: Client, bare_url: str) -> None:
+    """Load rounds, then more requests up to `a.total`, with the app's memory after 50 requests and at the end."""
+    with tempfile.TemporaryDirectory() as d:
+        mix = make_files(Path(d), MAX_UPLOAD_MB)
+        n_bad = sum(k != "ok" for _, k, _ in mix)
+        sent = 1 + 5 + a.calls
+        for _ in range(max(0, 50 - sent)):  # the memory baseline is taken after the first 50 requests
+            one_request(app_client, app.url, *mix[sent % len(mix)], check=False)
+            sent += 1
+        rss50_now, rss50 = rss_pair(app.proc.pid)
+        print(f"load: {a.clients} clients x {a.per_client} requests at once; mix of {len(mix) - n_bad} valid photos "
+              f"and {n_bad} bad files (text, truncated, empty, decompression bomb, over {MAX_UPLOAD_MB} MB)")
+        requests, errors = load_rounds(a, mix, bare_url, app.url)
+        sent += requests
+        while sent < a.total:
+            out = load(app.url, mix, a.clients, min(a.per_client, max(1, (a.total - sent) // a.clients)))
+            sent += out["requests"]
+            errors += len(out["errors"])
+        alive = app.proc.poll() is None
+        rss_end_now, rss_end = rss_pair(app.proc.pid) if alive else (float("nan"),) * 2
+        print(f"memory (resident), as each last request returns: after 50 requests {rss50_now:.0f} MB, after {sent} "
+              f"requests {rss_end_now:.0f} MB ({rss_end_now - rss50_now:+.0f} MB)")
+        print(f"memory (resident), {SETTLE_S:.0f} s later: after 50 requests {rss50:.0f} MB, after {sent} requests "
+              f"{rss_end:.0f} MB ({rss_end - rss50:+.0f} MB); unexpected errors in all app load rounds: {errors}; "
+              f"app still up: {alive and app_client.predict(handle_file(str(EXAMPLE)), api_name='/predict') is not None}")
+
+
+def main(argv=None):
+    a = parse(argv)
     print(f"machine: {os.cpu_count()} CPUs, load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     procs = []
     try:
@@ -237,55 +297,10 @@ def main(argv=None):
         app = launch(Path(a.app))
         procs.append(app)
         app_client, app_start = first_answer(app)
-        bare_url, app_url = bare.url, app.url
         print(f"start-up to first served request: app {app_start:.2f} s, bare Gradio {bare_start:.2f} s "
               f"(+{app_start - bare_start:.2f} s)")
-
-        sequential(bare_client, 5), sequential(app_client, 5)  # warm both
-        bare_t, app_t = sequential(bare_client, a.calls), sequential(app_client, a.calls)
-        m = models_ms()
-        floor = statistics.median(bare_t) + sum(m.values())
-        print(f"one request at a time, {a.calls} calls: app p50 {statistics.median(app_t):.1f} ms, p95 "
-              f"{percentile(app_t, 0.95):.1f} ms; bare p50 {statistics.median(bare_t):.1f} ms, p95 {percentile(bare_t, 0.95):.1f} ms")
-        print("forward passes alone: " + ", ".join(f"{n} {v:.1f} ms" for n, v in m.items()) +
-              f"; app p50 / (bare p50 + models) = {statistics.median(app_t):.1f} / {floor:.1f} = "
-              f"{statistics.median(app_t) / floor:.2f}x")
-
-        with tempfile.TemporaryDirectory() as d:
-            mix = make_files(Path(d), MAX_UPLOAD_MB)
-            n_bad = sum(k != "ok" for _, k, _ in mix)
-            sent = 1 + 5 + a.calls
-            for _ in range(max(0, 50 - sent)):  # the memory baseline is taken after the first 50 requests
-                one_request(app_client, app_url, *mix[sent % len(mix)], check=False)
-                sent += 1
-            rss50_now, rss50 = rss_pair(app.proc.pid)
-            print(f"load: {a.clients} clients x {a.per_client} requests at once; mix of {len(mix) - n_bad} valid photos "
-                  f"and {n_bad} bad files (text, truncated, empty, decompression bomb, over {MAX_UPLOAD_MB} MB)")
-            res = {"bare": [], "app": []}
-            for r in range(a.rounds):
-                for name, url in (("bare", bare_url), ("app", app_url)):
-                    out = load(url, mix, a.clients, a.per_client, check=name == "app")
-                    res[name].append(out)
-                    if name == "app":
-                        sent += out["requests"]
-                    print(f"  round {r + 1} {name:4s}: {out['rps']:5.1f} requests/s, p50 {out['p50']:6.0f} ms, "
-                          f"p95 {out['p95']:6.0f} ms, unexpected errors {len(out['errors'])}"
-                          + (f": {out['errors'][:3]}" if out["errors"] else ""))
-            med = {k: statistics.median(o["rps"] for o in v) for k, v in res.items()}
-            print(f"median requests/s: app {med['app']:.1f}, bare {med['bare']:.1f} -> app/bare = "
-                  f"{med['app'] / med['bare']:.0%}")
-            errors = sum(len(o["errors"]) for o in res["app"])
-            while sent < a.total:
-                out = load(app_url, mix, a.clients, min(a.per_client, max(1, (a.total - sent) // a.clients)))
-                sent += out["requests"]
-                errors += len(out["errors"])
-            alive = app.proc.poll() is None
-            rss_end_now, rss_end = rss_pair(app.proc.pid) if alive else (float("nan"),) * 2
-            print(f"memory (resident), as each last request returns: after 50 requests {rss50_now:.0f} MB, after {sent} "
-                  f"requests {rss_end_now:.0f} MB ({rss_end_now - rss50_now:+.0f} MB)")
-            print(f"memory (resident), {SETTLE_S:.0f} s later: after 50 requests {rss50:.0f} MB, after {sent} requests "
-                  f"{rss_end:.0f} MB ({rss_end - rss50:+.0f} MB); unexpected errors in all app load rounds: {errors}; "
-                  f"app still up: {alive and app_client.predict(handle_file(str(EXAMPLE)), api_name='/predict') is not None}")
+        one_at_a_time(bare_client, app_client, a.calls)
+        under_load(a, app, app_client, bare.url)
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         for proc in procs:

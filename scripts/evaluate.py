@@ -13,7 +13,6 @@ subset of the test set: --corruption-limit images, 0 = all 10,000), their mean (
 top-1 on the same images, merged into the existing report (its other keys are kept). A plain run
 keeps those figures when they belong to the same weights and drops them otherwise."""
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from cifar_models import load_classifier, load_cifar100  # noqa: E402
-from cifar_models.checkpoint import atomic_write_json, checkpoint_paths, update_meta  # noqa: E402
+from cifar_models.common.meta import checkpoint_paths, update_meta  # noqa: E402
+from cifar_models.common.reports import merge_report, replace_report, report_path  # noqa: E402
 from cifar_models.data import indices_digest, stratified_subset  # noqa: E402
 from cifar_models.eval.evaluation import evaluate_classifier, validation_split  # noqa: E402
-from cifar_models.robustness import (REPORT_KEYS, corruption_subset, evaluate_corruptions,  # noqa: E402
-                                     stale_corruption_keys)
+from cifar_models.eval.robustness import corruption_subset, evaluate_corruptions  # noqa: E402
 
 # Sized so that both shipped models' full corruption run fits in 30 minutes on a 2-core CPU:
 # EfficientNet-B0 at 224 px, fp32, is the slow one (21-36 images/s measured there), and a run is 46
@@ -35,7 +34,7 @@ from cifar_models.robustness import (REPORT_KEYS, corruption_subset, evaluate_co
 DEFAULT_CORRUPTION_LIMIT = 700
 
 
-def main(argv=None):
+def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoints/NAME (or NAME.safetensors / NAME.json)")
     p.add_argument("--data-dir", help="CIFAR-100 folder (default: $CIFAR100_DIR, else data/cifar-100-python)")
@@ -58,14 +57,38 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.corruptions and a.limit:
         p.error("--limit applies to the plain evaluation; use --corruption-limit with --corruptions")
+    return a
+
+
+def main(argv=None):
+    a = parse(argv)
     if a.photo:
         return photo(a)
-
     clf = load_classifier(a.checkpoint, device=a.device)
     data = load_cifar100(a.data_dir, verify=not a.no_verify)
-    js = checkpoint_paths(a.checkpoint)[1]
     if a.corruptions:
-        return corruption_run(a, clf, data, Path(a.out) if a.out else js.with_suffix(".eval.json"))
+        return corruption_run(a, clf, data, Path(a.out) if a.out else report_path(a.checkpoint))
+    return test_run(a, clf, data)
+
+
+def print_report(clf, report: dict, device: str) -> None:
+    s = report["summary"]
+    print(f"{clf.name} on {report['test_images']} test images ({report['seconds']:.0f}s on {device}): top-1 "
+          f"{s['top1']:.2%}  top-5 {s['top5']:.2%}  NLL {s['nll']:.3f}  ECE {s['ece']:.3f}  superclass top-1 "
+          f"{report['superclass_top1']:.2%}")
+    worst = sorted(report["per_class_accuracy"].items(), key=lambda kv: kv[1])[:5]
+    print("weakest classes: " + ", ".join(f"{c} {v:.0%}" for c, v in worst))
+    print("top confusions: " + ", ".join(f"{c['true']}->{c['predicted']} ({c['count']})"
+                                         for c in report["top_confusions"][:5]))
+    cal = report["calibration"]
+    print(f"temperature {cal['temperature']:.3f} (fitted on {cal['validation']['before']['n']} validation images): "
+          f"test NLL {cal['test']['before']['nll']:.3f} -> {cal['test']['after']['nll']:.3f}, ECE "
+          f"{cal['test']['before']['ece']:.3f} -> {cal['test']['after']['ece']:.3f}")
+
+
+def test_run(a, clf, data) -> dict:
+    """The plain evaluation: the test report, written beside the checkpoint (NAME.eval.json), and, for a full
+    run, the test metrics and temperature in the checkpoint's JSON."""
     test = data.test
     if a.limit:
         test = test.take(stratified_subset(test.labels.numpy(), a.limit))
@@ -74,33 +97,17 @@ def main(argv=None):
     report = evaluate_classifier(clf, test, batch_size=a.batch_size, val_split=val)
     report.update(checkpoint=str(a.checkpoint), test_images=len(test), seconds=time.perf_counter() - t0,
                   device=str(a.device))
-    s = report["summary"]
-    print(f"{clf.name} on {len(test)} test images ({report['seconds']:.0f}s on {a.device}): top-1 {s['top1']:.2%}  "
-          f"top-5 {s['top5']:.2%}  NLL {s['nll']:.3f}  ECE {s['ece']:.3f}  superclass top-1 "
-          f"{report['superclass_top1']:.2%}")
-    worst = sorted(report["per_class_accuracy"].items(), key=lambda kv: kv[1])[:5]
-    print("weakest classes: " + ", ".join(f"{c} {v:.0%}" for c, v in worst))
-    print("top confusions: " + ", ".join(f"{c['true']}->{c['predicted']} ({c['count']})"
-                                         for c in report["top_confusions"][:5]))
-    cal = report["calibration"]
-    print(f"temperature {cal['temperature']:.3f} (fitted on {len(val)} validation images): test NLL "
-          f"{cal['test']['before']['nll']:.3f} -> {cal['test']['after']['nll']:.3f}, ECE "
-          f"{cal['test']['before']['ece']:.3f} -> {cal['test']['after']['ece']:.3f}")
-    default_out = js.with_suffix(".eval.json") if not a.limit else js.with_suffix(f".eval-limit{a.limit}.json")
-    out = Path(a.out) if a.out else default_out
-    if out.is_file():  # keep the corruption figures of these same weights (a --corruptions run is slow)
-        old = json.loads(out.read_text())
-        if any(k in old for k in REPORT_KEYS):
-            if stale_corruption_keys(old, clf.meta):
-                print(f"dropped the corruption figures in {out}: they were computed for other weights "
-                      f"(run again with --corruptions)")
-            else:
-                report.update({k: old[k] for k in REPORT_KEYS if k in old})
-    atomic_write_json(out, report, indent=None)
+    print_report(clf, report, a.device)
+    out = Path(a.out) if a.out else report_path(a.checkpoint, a.limit)
+    report, dropped = replace_report(out, report, clf.meta.get("weights_sha256"))
+    if dropped:
+        print(f"dropped the corruption figures in {out}: they were computed for other weights (run again with "
+              f"--corruptions)")
     print(f"wrote {out}")
     if not a.limit:  # a full evaluation also updates the checkpoint's test metrics and temperature
-        update_meta(a.checkpoint, metrics=dict(clf.meta["metrics"], test=report["summary"]), calibration=cal)
-        print(f"updated {js} (metrics.test, calibration)")
+        update_meta(a.checkpoint, metrics=dict(clf.meta["metrics"], test=report["summary"]),
+                    calibration=report["calibration"])
+        print(f"updated {checkpoint_paths(a.checkpoint)[1]} (metrics.test, calibration)")
     return report
 
 
@@ -119,9 +126,8 @@ def photo(a) -> dict:
     for key in ("by_size", "by_quality"):
         print(f"  {key}: " + ", ".join(f"{k}: {v['top1_32px'] - v['top1_photo']:+.3f}" for k, v in r[key].items()))
     if a.split == "test" and not a.limit:
-        path = checkpoint_paths(a.checkpoint)[1].with_suffix(".eval.json")
-        report = json.loads(path.read_text()) if path.is_file() else {}
-        atomic_write_json(path, dict(report, photo=r), indent=None)
+        path = report_path(a.checkpoint)
+        merge_report(path, dict(photo=r))
         print(f"wrote the photo report into {path}")
     return r
 
@@ -140,10 +146,7 @@ def corruption_run(a, clf, data, out: Path) -> dict:
         print(f"  {name:15s} " + "  ".join(f"{v:6.2%}" for v in row))
     print(f"mean corruption accuracy (mCA) {res['corruption_mca']:.2%} ({ev['relative_mca']:.1%} of clean); "
           f"{ev['seconds']:.0f} s, {ev['images_per_second']:.0f} images/s")
-    existed = out.is_file()
-    report = json.loads(out.read_text()) if existed else dict(model=clf.name, checkpoint=str(a.checkpoint))
-    report.update(res)
-    atomic_write_json(out, report, indent=None)
+    report, existed = merge_report(out, res, new=dict(model=clf.name, checkpoint=str(a.checkpoint)))
     print(f"wrote {out} (" + ("merged into the existing report" if existed else "a new file: run without --corruptions for the rest") + ")")
     return report
 

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cifar_models.models import list_models  # noqa: E402
 from cifar_models.train.recipes import get_recipe  # noqa: E402
+from cifar_models.train.distributed import Dist  # noqa: E402
 from cifar_models.train.loop import train  # noqa: E402
 
 # Recipe values a flag can override (--batch-size sets batch_size ...), with their types.
@@ -64,6 +65,7 @@ def parse(argv=None) -> tuple[argparse.Namespace, dict]:
 
 
 def main(argv=None):
+    Dist.quiet_other_ranks()  # under torchrun only rank 0 prints anything, the recipe included
     a, cfg = parse(argv)
     command = "python scripts/train.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     print(json.dumps({k: v for k, v in cfg.items() if k != "description"}))

@@ -16,6 +16,7 @@ from conftest import ROOT, chromium_or_skip, new_page
 from cifar_models.dashboard.launch import free_port
 
 gradio_client = pytest.importorskip("gradio_client")
+pytestmark = pytest.mark.slow  # every test here drives a running app
 from gradio_client import Client, handle_file  # noqa: E402
 
 CHECKPOINTS = Path(os.environ.get("CHECKPOINT_DIR", ROOT / "checkpoints"))

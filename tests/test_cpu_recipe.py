@@ -5,12 +5,15 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+import pytest
+
 from cifar_models import load_classifier
 from cifar_models.train.recipes import get_recipe
 from cifar_models.train.loop import train
 from conftest import IMAGENET_WEIGHTS
 
 
+@pytest.mark.slow
 def test_efficientnet_b0_cpu_recipe_caches_trains_saves_loads_and_predicts(cifar_fixture, tmp_path):
     cfg = get_recipe("efficientnet_b0", "cpu")
     assert cfg["freeze"] == 6 and cfg["cache_views"] >= 2  # the shipped recipe: stem + block stages 1-5 frozen

@@ -29,7 +29,7 @@ def effnet(cnn):
     return Classifier(model.to(memory_format=torch.channels_last), meta)
 
 
-@pytest.fixture(params=["cnn", "effnet"])
+@pytest.fixture(params=["cnn", pytest.param("effnet", marks=pytest.mark.slow)])  # effnet: 224 px, seconds each
 def clf(request):
     return request.getfixturevalue(request.param)
 

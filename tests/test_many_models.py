@@ -79,6 +79,7 @@ def many_url(folder, tmp_path_factory):
     proc.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_predict_answers_for_every_loaded_model_or_the_named_ones(many_url):
     from gradio_client import Client, handle_file
 
@@ -99,6 +100,7 @@ def test_predict_answers_for_every_loaded_model_or_the_named_ones(many_url):
     assert re.search(r"3 checkpoint\(s\) loaded from .* in \d+\.\d+ s; 2 failed", text), text
 
 
+@pytest.mark.slow
 def test_browser_picks_another_model_and_every_view_follows(many_url, tmp_path):
     chromium_or_skip()
     from playwright.sync_api import sync_playwright

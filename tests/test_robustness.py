@@ -30,6 +30,7 @@ def run(*args):
     return subprocess.run([*EVALUATE, *map(str, args)], capture_output=True, text=True, check=True)
 
 
+@pytest.mark.slow
 def test_corruption_evaluation_end_to_end_merges_into_the_report(ckpt, cifar_fixture):
     run("--checkpoint", ckpt, "--data-dir", cifar_fixture, "--no-verify")
     plain = json.loads(ckpt.with_suffix(".eval.json").read_text())
@@ -64,6 +65,7 @@ def test_corruption_evaluation_end_to_end_merges_into_the_report(ckpt, cifar_fix
     assert "corruptions" not in json.loads(ckpt.with_suffix(".eval.json").read_text())
 
 
+@pytest.mark.slow
 def test_corruption_subset_is_stratified_seeded_and_limit_is_refused_with_it(ckpt, cifar_fixture, tmp_path):
     out = tmp_path / "r.json"
     run("--checkpoint", ckpt, "--data-dir", cifar_fixture, "--no-verify", "--corruptions", "--corruption-limit", 200,

@@ -103,6 +103,7 @@ def _kill_after_first_state(cmd, state, env):
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
 
 
+@pytest.mark.slow
 def test_sigkill_then_same_command_ends_bit_identical(cifar_fixture, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     ref = tmp_path / "ref"
@@ -142,6 +143,7 @@ def _cnn_cmd(data, out, epochs):
             "--amp", "off", "--device", "cpu", "--no-test", "--no-channels-last"]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one_process_and_resume_exactly(tmp_path):
     from conftest import make_cifar_fixture
 
@@ -156,7 +158,8 @@ def test_torchrun_two_processes_match_one_process_and_resume_exactly(tmp_path):
     out = subprocess.run([*torchrun, *_cnn_cmd(data, two, "1")], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "x2" in out.stdout and out.stdout.count("epoch   1/1") == 1  # only rank 0 prints
+    assert "x2" in out.stdout and out.stdout.count("epoch   1/1") == 1  # only rank 0 prints...
+    assert out.stdout.count('"recipe": "cnn9-cpu"') == 1  # ...the recipe included
     a, b = _weights(one, "cnn9"), _weights(two, "cnn9")
     assert a.keys() == b.keys()
     # The same global batches (200 = 2 x 100) and synchronised batch norm give the same weights up to float

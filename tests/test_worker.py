@@ -14,6 +14,8 @@ from cifar_models.dashboard.client import ModelProcess
 from cifar_models.serve.host import LocalModels
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # every test here starts a model process
+
 
 @pytest.fixture(scope="module")
 def folder(trained_cnn, tmp_path_factory):

@@ -1,7 +1,7 @@
 """Robustness to corruptions: test accuracy against severity for a classifier (what
-`scripts/evaluate.py --corruptions` stores in NAME.eval.json), and the dashboard's corrupted
-comparison. Both apply the corruptions of `cifar_models.corruptions` to the same 32x32 uint8
-images the models see, so the app and the figures cannot drift apart."""
+`scripts/evaluate.py --corruptions` merges into NAME.eval.json). The dashboard's Robustness lab
+(`serve/lab.py`) applies the same corruptions (`eval/corruptions.py`) to the same 32x32 uint8
+images the models see, so the lab and the figures cannot drift apart."""
 from __future__ import annotations
 
 import time
@@ -9,10 +9,8 @@ import time
 import numpy as np
 import torch
 
-from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from ..data import Split, stratified_subset
-
-REPORT_KEYS = ("corruptions", "corruption_mca", "corruption_eval")
+from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
 
 
 def corruption_subset(split: Split, limit: int | None, seed: int = 0) -> tuple[Split, np.ndarray]:
@@ -67,11 +65,5 @@ def evaluate_corruptions(clf, split: Split, *, seed: int = 0, batch_size: int = 
             subset=subset or dict(kind="all"), seconds=round(seconds, 1),
             images_per_second=round((1 + len(names) * len(SEVERITIES)) * n / seconds, 1),
             device=str(clf.device), weights_sha256=clf.meta.get("weights_sha256"),
-            definitions="cifar_models/corruptions.py (PARAMS)"),
+            definitions="cifar_models/common/corruption_specs.py (PARAMS)"),
     )
-
-
-def stale_corruption_keys(report: dict, meta: dict) -> bool:
-    """True when the report's corruption figures were computed for other weights than `meta`'s."""
-    ev = report.get("corruption_eval") or {}
-    return bool(ev) and ev.get("weights_sha256") != meta.get("weights_sha256")

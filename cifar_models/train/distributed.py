@@ -8,6 +8,8 @@ where torch's own refuses to run.
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +30,16 @@ class Dist:
     @property
     def active(self) -> bool:
         return self.world > 1
+
+    @staticmethod
+    def quiet_other_ranks() -> bool:
+        """Under torchrun, only rank 0 prints: the other processes' standard output goes nowhere and their Python
+        warnings are ignored (errors still reach standard error). True on rank 0 (and without torchrun)."""
+        if int(os.environ.get("RANK", "0")) == 0:
+            return True
+        sys.stdout = open(os.devnull, "w")
+        warnings.simplefilter("ignore")
+        return False
 
     @classmethod
     def from_env(cls, device_type: str) -> "Dist":
