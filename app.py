@@ -36,7 +36,7 @@ from cifar_models.dashboard.state import example_images  # noqa: E402
 
 CSS = ".gradio-container {max-width: 1280px !important; margin: auto;}"
 HOW_TO_GET_ONE = ("Restore the shipped ones (git checkout -- checkpoints/) or train one: "
-                  "python scripts/train.py --model cnn9 --recipe cpu")
+                  "python scripts/train.py --model MODEL --recipe cpu (--help lists the models)")
 log = logging.getLogger("cifar_compare")
 
 

@@ -1,11 +1,11 @@
 """Save CIFAR-100 test images as 32x32 PNGs for the app:
 - examples/cifar/: the first test image of each class listed below (the example gallery);
-- examples/disagreements/ (--disagreements N): N test images on which the shipped models' top-1
-  differ, read from checkpoints/*.eval.json (run scripts/evaluate.py first).
+- examples/disagreements/ (--disagreements N): N test images on which two checkpoints' top-1 differ
+  (--pair A,B; default: the first two of checkpoints/ with a full report), read from their NAME.eval.json
+  (run scripts/evaluate.py first).
 
-    python scripts/make_examples.py [--data-dir DIR] [--disagreements 24]"""
+    python scripts/make_examples.py [--data-dir DIR] [--disagreements 24] [--pair cnn9,efficientnet_b0]"""
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -14,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from PIL import Image  # noqa: E402
 
 from cifar_models import load_cifar100  # noqa: E402
+from cifar_models.common.meta import checkpoint_names  # noqa: E402
+from cifar_models.common.reports import load_reports  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +28,8 @@ def main(argv=None):
     p.add_argument("--data-dir")
     p.add_argument("--out", default=str(ROOT / "examples" / "cifar"))
     p.add_argument("--disagreements", type=int, default=0, help="also save N test images the models disagree on")
+    p.add_argument("--pair", help="the two checkpoints compared for --disagreements, A,B (default: the first two of "
+                                  "checkpoints/ with a full test report)")
     a = p.parse_args(argv)
     data = load_cifar100(a.data_dir)
     out = Path(a.out)
@@ -36,19 +40,23 @@ def main(argv=None):
         Image.fromarray(data.test.images[i].permute(1, 2, 0).numpy()).save(out / f"{name}_test{i}.png")
     print(f"wrote {len(CLASSES)} images to {out}")
     if a.disagreements:
-        save_disagreements(data, a.disagreements, ROOT / "examples" / "disagreements")
+        folder = ROOT / "checkpoints"
+        reports = load_reports(folder, a.pair.split(",") if a.pair else checkpoint_names(folder))
+        pair = [n for n in reports if reports[n].get("images")][:2]
+        if len(pair) < 2:
+            sys.exit("make_examples.py: --disagreements needs two checkpoints with a full test report "
+                     "(python scripts/evaluate.py --checkpoint checkpoints/NAME)")
+        save_disagreements(data, a.disagreements, ROOT / "examples" / "disagreements", {n: reports[n] for n in pair})
 
 
-def save_disagreements(data, n: int, out: Path) -> None:
-    """A third each where only cnn9 is right, only EfficientNet-B0 is right, and neither is; first in test order."""
-    ims = [json.loads((ROOT / "checkpoints" / f"{m}.eval.json").read_text())["images"]
-           for m in ("cnn9", "efficientnet_b0")]
-    label = ims[0]["label"]
-    a, b = ims[0]["top1"], ims[1]["top1"]
-    groups = {"cnn9 right": [], "efficientnet right": [], "both wrong": []}
+def save_disagreements(data, n: int, out: Path, reports: dict) -> None:
+    """A third each where only the first checkpoint is right, only the second, and neither; first in test order."""
+    (first, ra), (second, rb) = reports.items()
+    label, a, b = ra["images"]["label"], ra["images"]["top1"], rb["images"]["top1"]
+    groups = {f"{first} right": [], f"{second} right": [], "both wrong": []}
     for i in range(len(label)):
         if a[i] != b[i]:
-            key = "cnn9 right" if a[i] == label[i] else "efficientnet right" if b[i] == label[i] else "both wrong"
+            key = f"{first} right" if a[i] == label[i] else f"{second} right" if b[i] == label[i] else "both wrong"
             groups[key].append(i)
     chosen = sorted(i for g in groups.values() for i in g[: n // 3])
     out.mkdir(parents=True, exist_ok=True)

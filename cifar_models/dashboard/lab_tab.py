@@ -80,4 +80,4 @@ class LabPanel:
         self.accordion.collapse(lambda: False, None, self.is_open, **PRIVATE)
         gr.on([self.image.change, self.shown.change, self.seed.change, *[s.change for s in self.sliders]],
               trigger_mode="always_last", **event)
-        self.reset.click(lambda: [0] * len(self.sliders), None, self.sliders, **PRIVATE)
+        self.reset.click(lambda: {s: 0 for s in self.sliders}, None, self.sliders, **PRIVATE)

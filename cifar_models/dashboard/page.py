@@ -52,15 +52,17 @@ def failures_note(page: PageState) -> str:
             "served.\n" + "\n".join(lines))
 
 
-def choose(picked, previous):
-    """The picker's new value, or the previous one back (with a message) when it is empty or too long."""
-    if not picked:
-        gr.Warning("Pick at least one model.")
-        return previous, previous
-    if len(picked) > MAX_SHOWN:
-        gr.Warning(f"At most {MAX_SHOWN} models side by side: untick one first.")
-        return previous, previous
-    return picked, picked
+def chooser(picker: gr.CheckboxGroup, shown: gr.State):
+    """The picker's event: its new value, or the previous one back (with a message) when empty or too long."""
+    def choose(picked, previous) -> dict:
+        if not picked:
+            gr.Warning("Pick at least one model.")
+            picked = previous
+        elif len(picked) > MAX_SHOWN:
+            gr.Warning(f"At most {MAX_SHOWN} models side by side: untick one first.")
+            picked = previous
+        return {picker: picked, shown: picked}
+    return choose
 
 
 def predict_api(page: PageState):
@@ -98,7 +100,7 @@ def _wire(demo: gr.Blocks, page: PageState, views: Views, shown: gr.State, picke
     # The picker: every part of the page follows the choice (then the current image is run again). always_last,
     # on every step: ticks made while the page is being redrawn are not lost; the newest choice wins.
     last = dict(trigger_mode="always_last", **PRIVATE)
-    redraw = picker.input(choose, [picker, shown], [picker, shown], **last).then(
+    redraw = picker.input(chooser(picker, shown), [picker, shown], [picker, shown], **last).then(
         views.layout, shown, views.layout_outputs, **last)
     compare.redraw(redraw, **last)
     demo.load(views.layout, shown, views.layout_outputs, **PRIVATE)  # the figures, made when a page first needs them
