@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from .common.files import atomic_write_bytes, atomic_write_json, sha256_file
 from .common.meta import FORMAT, CheckpointError, checkpoint_paths, read_meta, seal, update_meta  # noqa: F401
 
+
 def half_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """CPU fp16 copy of the floating-point weights (integer buffers kept as they are)."""
     return {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu()).contiguous()

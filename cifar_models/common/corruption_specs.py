@@ -37,6 +37,7 @@ UNITS: dict[str, str] = {
     "gaussian_noise": "σ {}", "jpeg": "quality {}",
 }
 
+
 def scale(name: str) -> str:
     """'severity 1 → 5: σ 0.4 px … σ 1.0 px' (for a control's help text)."""
     first, last = (UNITS[name].format(PARAMS[name][i]) for i in (0, -1))

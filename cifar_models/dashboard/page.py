@@ -158,4 +158,3 @@ def warm_up(page: PageState, views: Views) -> threading.Thread:
     thread = threading.Thread(target=run, name="warm-up", daemon=True)
     thread.start()
     return thread
-

@@ -16,8 +16,6 @@ import time
 from collections import deque
 
 
-
-
 def frame_id(payload) -> str:
     """A short fingerprint of a streamed frame (md5 of its data URL or path), so a client can tell which of
     the frames it sent a result belongs to (and so how old that frame was)."""

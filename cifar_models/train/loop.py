@@ -42,6 +42,7 @@ from .distributed import Dist
 from .features import cached_stage_outputs
 from .state import resume, save_state
 
+
 def pick_device(name: str = "auto", dist: Dist | None = None) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
