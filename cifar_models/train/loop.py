@@ -113,7 +113,8 @@ class Run:
     val_labels: torch.Tensor
     gather: Callable            # (source, indices, epoch choices) -> this process's inputs for an epoch
     inputs: Callable            # (batch of gathered inputs, its choices) -> model input on the device
-    draw: Callable              # (n, generator) -> an epoch's random choices
+    draw: Callable              # (perm, generator) -> an epoch's random choices, per position in perm
+    loss: Callable              # (float logits, labels, the batch's choices) -> the loss to minimise
     opt: torch.optim.Optimizer
     batch_size: int             # global
     steps_per_epoch: int
@@ -152,7 +153,7 @@ def setup(cfg: dict, data_dir=None, run_dir="runs", name: str | None = None, ver
               val_idx=val_idx, test_idx=test_idx, data_cfg=data_cfg, model=model, pretrained=pretrained,
               trainable=model, forward=model, source=data.train.images[train_idx], val_source=None,
               train_labels=data.train.labels[train_idx].to(device), val_labels=data.train.labels[val_idx].to(device),
-              gather=None, inputs=None, draw=None, opt=None, batch_size=min(cfg["batch_size"], len(train_idx)),
+              gather=None, inputs=None, draw=None, loss=_hard_loss(cfg), opt=None, batch_size=min(cfg["batch_size"], len(train_idx)),
               steps_per_epoch=0, state_path=Path(run_dir) / (name or cfg["model"]) / "state.safetensors",
               command=command, commit=git_commit(), memory_format=fmt)
     if cfg["freeze"]:
@@ -164,6 +165,11 @@ def setup(cfg: dict, data_dir=None, run_dir="runs", name: str | None = None, ver
               f"{count_params(model):,} parameters ({count_params(run.trainable):,} trained), {len(train_idx)} train / "
               f"{len(val_idx)} val images at {data_cfg['input_size']} px, pretrained: {pretrained}")
     return run
+
+
+def _hard_loss(cfg: dict) -> Callable:
+    """Cross-entropy with the recipe's label smoothing: the loss of every recipe but distillation's."""
+    return lambda logits, y, choice: F.cross_entropy(logits, y, label_smoothing=cfg["label_smoothing"])
 
 
 def _split(data: Cifar100, cfg: dict):
@@ -184,7 +190,7 @@ def _setup_end_to_end(run: Run) -> None:
     if not run.dist.active:
         run.source = run.source.to(run.device)  # the whole set on the device, once
     run.val_source = run.data.train.images[run.val_idx].to(run.device)
-    run.draw = lambda n, g: draw_augment(n, g, pad, cfg["flip"], cfg.get("photo_augment", 0.0))
+    run.draw = lambda perm, g: draw_augment(len(perm), g, pad, cfg["flip"], cfg.get("photo_augment", 0.0))
     run.gather = lambda source, idx, choice: source[idx.to(source.device)].to(run.device)
     run.inputs = lambda x, choice: _as_input(to_model_input(apply_augment(x, choice, pad), data_cfg), run)
     run.trainable = run.model
@@ -218,7 +224,7 @@ def _setup_frozen(run: Run, cache_dir: Path) -> None:
         else:
             run.val_source = out[0]
     run.feature_seconds = seconds
-    run.draw = lambda n, g: dict(view=torch.randint(0, views, (n,), generator=g))
+    run.draw = lambda perm, g: dict(view=torch.randint(0, views, (len(perm),), generator=g))
     run.gather = lambda source, idx, choice: source[choice["view"].to(source.device), idx.to(source.device)]
     run.inputs = lambda x, choice: _as_input(x.to(run.device, non_blocking=True), run)
     _wrap(run)
@@ -252,7 +258,7 @@ def run_epoch(run: Run, epoch: int) -> dict:
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(cfg["seed"] * 100_003 + epoch)
     perm = torch.randperm(len(run.train_idx), generator=g)
-    choice = run.draw(len(perm), g)  # per position in perm
+    choice = run.draw(perm, g)  # per position in perm
     # Global batch i is perm[i*B:(i+1)*B]; this process takes its b-wide slice of each.
     pos = torch.arange(steps * run.batch_size).view(steps, run.dist.world, b)[:, run.dist.rank].reshape(-1)
     idx, choice = perm[pos], {k: v[pos] for k, v in choice.items()}
@@ -266,10 +272,11 @@ def run_epoch(run: Run, epoch: int) -> dict:
         for group in run.opt.param_groups:
             group["lr"] = lr
         sl = slice(i * b, (i + 1) * b)
-        x, y = run.inputs(xs[sl], {k: v[sl] for k, v in choice.items()}), ys[sl]
+        c = {k: v[sl] for k, v in choice.items()}
+        x, y = run.inputs(xs[sl], c), ys[sl]
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=run.amp):
             logits = run.forward(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg["label_smoothing"])
+        loss = run.loss(logits.float(), y, c)
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
         run.opt.step()
