@@ -38,8 +38,9 @@ from ..eval import metrics
 from ..eval.evaluation import evaluate_classifier
 from ..inference import classifier_from_state
 from ..models import build_model, count_params, get_entry, model_stages
+from . import distill
 from .distributed import Dist
-from .features import cached_stage_outputs
+from .features import cache_key, cached_stage_outputs
 from .state import resume, save_state
 
 def pick_device(name: str = "auto", dist: Dist | None = None) -> torch.device:
@@ -121,6 +122,8 @@ class Run:
     state_path: Path
     command: str | None = None
     feature_seconds: float | None = None
+    teacher: dict | None = None         # distillation: what the checkpoint records of the teacher
+    teacher_seconds: float | None = None  # distillation: the teacher targets' wall clock
     history: list = field(default_factory=list)
     elapsed: float = 0.0
     val_logits: torch.Tensor | None = None
@@ -132,6 +135,7 @@ class Run:
 def setup(cfg: dict, data_dir=None, run_dir="runs", name: str | None = None, verify_md5: bool = True,
           command: str | None = None) -> Run:
     cfg = json.loads(json.dumps(cfg))  # plain JSON types, exactly as saved
+    distill.check_config(cfg)  # before anything slow: a distillation without a teacher fails at once
     device_type = "cuda" if cfg.get("device", "auto") in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     dist = Dist.from_env(device_type if not str(cfg.get("device", "")).startswith("cuda:") else "cuda")
     device = pick_device(cfg.get("device", "auto"), dist)
@@ -158,6 +162,8 @@ def setup(cfg: dict, data_dir=None, run_dir="runs", name: str | None = None, ver
               command=command, commit=git_commit(), memory_format=fmt)
     if cfg["freeze"]:
         _setup_frozen(run, Path(run_dir) / "feature-cache")
+    elif cfg.get("distill_alpha"):
+        _setup_distill(run, Path(run_dir) / "teacher-cache")
     else:
         _setup_end_to_end(run)
     _setup_optimizer(run)
@@ -228,6 +234,27 @@ def _setup_frozen(run: Run, cache_dir: Path) -> None:
     run.gather = lambda source, idx, choice: source[choice["view"].to(source.device), idx.to(source.device)]
     run.inputs = lambda x, choice: _as_input(x.to(run.device, non_blocking=True), run)
     _wrap(run)
+
+
+def _setup_distill(run: Run, cache_dir: Path) -> None:
+    """End to end on uint8 images, each epoch on one of `distill_views` fixed views per image, whose teacher
+    logits are computed once (cached, resumable) and taught with Hinton's loss (see distill.py)."""
+    cfg, pad = run.cfg, run.cfg["crop_padding"]
+    _setup_end_to_end(run)
+    teacher = distill.load_teacher(cfg["teacher"], run.data.class_names, run.device)
+    params = distill.view_params(len(run.train_idx), int(cfg["distill_views"]), cfg["seed"], pad,
+                                 float(cfg.get("photo_augment") or 0.0))
+    key = dict(teacher_sha256=teacher.meta.get("weights_sha256"), teacher_data_config=teacher.data_config,
+               data_md5=run.data.md5["train"], indices=indices_digest(run.train_idx), views=int(cfg["distill_views"]),
+               seed=cfg["seed"], pad=pad, photo=float(cfg.get("photo_augment") or 0.0), kind="teacher logits fp32")
+    targets, run.teacher_seconds = distill.teacher_targets(
+        teacher, run.data.train.images[run.train_idx], params, device=run.device, pad=pad, cache_dir=cache_dir,
+        key=key, rank=run.dist.rank, world=run.dist.world, barrier=run.dist.barrier,
+        desc=f"teacher {teacher.checkpoint}: logits x {cfg['distill_views']} view(s)")
+    run.teacher = dict(distill.teacher_record(teacher, cfg["teacher"]), cache_key=cache_key(**key))
+    del teacher
+    run.draw = lambda perm, g: distill.epoch_choices(perm, g, params, targets)
+    run.loss = distill.loss_for(cfg, run.device)
 
 
 def _as_input(x: torch.Tensor, run: Run) -> torch.Tensor:
@@ -327,7 +354,8 @@ def _describe(run: Run) -> dict:
                    val_indices_sha=indices_digest(run.val_idx)),
         metrics=dict(validation=metrics.summarize(run.val_logits, run.val_labels), test=None),
         data_md5=data.md5, epochs=len(run.history), train_seconds=run.elapsed,
-        feature_extraction_seconds=run.feature_seconds,
+        feature_extraction_seconds=run.feature_seconds, teacher_targets_seconds=run.teacher_seconds,
+        teacher=run.teacher, distillation=distill.settings(run.cfg, run.teacher["cache_key"]) if run.teacher else None,
         images_per_s=float(np.mean([h["images_per_s"] for h in run.history])) if run.history else None,
         device=_device_name(run.device), processes=run.dist.world, amp=run.amp, command=run.command,
         git_commit=run.commit, torch_version=torch.__version__,
@@ -351,10 +379,11 @@ def finish(run: Run, out_dir="checkpoints", run_test: bool = True) -> dict:
         meta["metrics"]["test"] = report["summary"]
         meta["calibration"] = report["calibration"]  # temperature fitted on validation only
         meta["test_seconds"] = time.perf_counter() - t0
-    # Wall clock of the whole run, each phase summed over interruptions (feature parts, epochs, test).
-    meta["wall_clock_seconds"] = dict(feature_extraction=run.feature_seconds, training=run.elapsed,
-                                      test=meta.get("test_seconds"),
-                                      total=(run.feature_seconds or 0) + run.elapsed + meta.get("test_seconds", 0))
+    # Wall clock of the whole run, each phase summed over interruptions (feature or teacher-target parts, epochs,
+    # test).
+    phases = dict(feature_extraction=run.feature_seconds, teacher_targets=run.teacher_seconds, training=run.elapsed,
+                  test=meta.get("test_seconds"))
+    meta["wall_clock_seconds"] = dict(phases, total=sum(v or 0 for v in phases.values()))
     weights, js = save_checkpoint(Path(out_dir) / run.name, state, meta)
     if report is not None:
         save_report(report_path(js), report)
