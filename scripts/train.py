@@ -1,5 +1,6 @@
 """Train a CIFAR-100 classifier:  python scripts/train.py --model cnn9|efficientnet_b0|timm:NAME [--recipe cpu] [flags]
-Distil one from a teacher checkpoint:  python scripts/train.py --model cnn9 --recipe cpu-distill --teacher checkpoints/efficientnet_b0
+Distil one from a teacher checkpoint:
+    python scripts/train.py --model cnn9 --recipe cpu-distill --teacher checkpoints/efficientnet_b0
 
 Every recipe value can be overridden by a flag (see --help); the resolved recipe is saved in the
 checkpoint. Running the same command again after an interruption resumes the run exactly.
@@ -23,7 +24,8 @@ from cifar_models.train.loop import train  # noqa: E402
 RECIPE_FLAGS = dict(epochs=int, batch_size=int, lr=float, weight_decay=float, momentum=float, label_smoothing=float,
                     warmup_epochs=float, crop_padding=int, seed=int, val_per_class=int, subset=int, optimizer=str,
                     schedule=str, freeze=int, cache_views=int, input_size=int, photo_augment=float, flip=bool, compile=bool,
-                    channels_last=bool, distill_alpha=float, distill_temperature=float, distill_views=int)
+                    channels_last=bool, distill_alpha=float, distill_temperature=float,
+                    distill_views=int)
 ARCH_FLAGS = dict(widths=lambda s: [int(w) for w in s.split(",")], drop_rate=float, drop_path_rate=float)
 
 

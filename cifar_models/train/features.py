@@ -74,8 +74,9 @@ def cached_stage_outputs(stages, images: torch.Tensor, views: int, data_cfg: dic
                         world=world, barrier=barrier, desc=desc)
 
 
-def cached_parts(folder: Path, key: dict, views: int, n: int, compute: Callable[[int, int, tqdm], torch.Tensor], *,
-                 rank: int = 0, world: int = 1, barrier=lambda: None, desc: str = "cache") -> tuple[torch.Tensor, float]:
+def cached_parts(folder: Path, key: dict, views: int, n: int, compute: Callable[[int, int, tqdm], torch.Tensor],
+                 *, rank: int = 0, world: int = 1, barrier=lambda: None,
+                 desc: str = "cache") -> tuple[torch.Tensor, float]:
     """A (views, n, ...) tensor kept in `folder` as resumable parts: `compute(view, part, bar)` gives the rows of
     images part*PART.. in that view (advancing `bar` by the images done) for every part not on disk yet (part p
     by rank p % world); then every rank reads them all. Returns it and the seconds its parts took in all."""

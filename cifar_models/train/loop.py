@@ -7,7 +7,8 @@
     finish(run)               validation metrics, test report, checkpoint
 
 `train(cfg)` does all of it. Data stays uint8 (or, with `freeze = k`, as the cached fp16 output of
-the first k stages, see features.py) and every random choice of an epoch (order, crops, flips,
+the first k stages, see features.py; with `distill_alpha > 0` the loss also matches a teacher's cached
+logits for the same views, see distill.py) and every random choice of an epoch (order, crops, flips,
 views) is drawn at its start from a generator seeded by (seed, epoch): the same images meet the
 same augmentation whatever the batch split, process count or interruption. Under torchrun each
 process trains on its share of every global batch (see distributed.py); only rank 0 prints,
@@ -157,7 +158,8 @@ def setup(cfg: dict, data_dir=None, run_dir="runs", name: str | None = None, ver
               val_idx=val_idx, test_idx=test_idx, data_cfg=data_cfg, model=model, pretrained=pretrained,
               trainable=model, forward=model, source=data.train.images[train_idx], val_source=None,
               train_labels=data.train.labels[train_idx].to(device), val_labels=data.train.labels[val_idx].to(device),
-              gather=None, inputs=None, draw=None, loss=_hard_loss(cfg), opt=None, batch_size=min(cfg["batch_size"], len(train_idx)),
+              gather=None, inputs=None, draw=None, loss=_hard_loss(cfg), opt=None,
+              batch_size=min(cfg["batch_size"], len(train_idx)),
               steps_per_epoch=0, state_path=Path(run_dir) / (name or cfg["model"]) / "state.safetensors",
               command=command, commit=git_commit(), memory_format=fmt)
     if cfg["freeze"]:
