@@ -227,8 +227,8 @@ register(ModelEntry(
         "cpu-distill": dict(arch=dict(widths=[32, 64, 128, 256]), epochs=15, batch_size=256, lr=0.2,
                             photo_augment=0.5, label_smoothing=0.0, distill_alpha=0.9, distill_temperature=4.0,
                             distill_views=4, notes=_CPU_NOTE,
-                            description="ResNet-9-style CNN from scratch, distilled from a teacher on fixed augmented views "
-                                        "per image, half width, CPU recipe"),
+                            description="ResNet-9-style CNN from scratch, distilled from a teacher on fixed "
+                                        "augmented views per image, half width, CPU recipe"),
     }))
 
 
