@@ -9,7 +9,7 @@ An entry holds
   recipe can freeze the first k stages and train the rest on their cached output;
 - `explain_split(model)` -> (features, head): where Grad-CAM looks, the last spatial feature map and the
   rest of the network (default: timm's `forward_features` / `forward_head`, which cnn9 has too);
-- `recipes`: named recipes ("default" for a GPU, "cpu", ...), overrides of `recipes.COMMON`.
+- `recipes`: named recipes ("default" for a GPU, "cpu", "cpu-distill", ...), overrides of `recipes.COMMON`.
 
     register(ModelEntry(...))        add a model (a test can register a toy one)
     get_entry("cnn9")                the entry; "timm:resnet18" makes one for any timm architecture
@@ -222,6 +222,13 @@ register(ModelEntry(
         "cpu": dict(arch=dict(widths=[32, 64, 128, 256]), epochs=15, batch_size=256, lr=0.2, photo_augment=0.5,
                     notes=_CPU_NOTE,
                     description="ResNet-9-style CNN from scratch, half width, CPU recipe"),
+        # The same network and schedule from random initialisation, taught by a teacher checkpoint (--teacher,
+        # required) on 4 fixed views per image whose teacher logits are computed once (train/distill.py).
+        "cpu-distill": dict(arch=dict(widths=[32, 64, 128, 256]), epochs=15, batch_size=256, lr=0.2,
+                            photo_augment=0.5, label_smoothing=0.0, distill_alpha=0.9, distill_temperature=4.0,
+                            distill_views=4, notes=_CPU_NOTE,
+                            description="ResNet-9-style CNN from scratch, distilled from a teacher on fixed "
+                                        "augmented views per image, half width, CPU recipe"),
     }))
 
 

@@ -1,4 +1,6 @@
 """Train a CIFAR-100 classifier:  python scripts/train.py --model cnn9|efficientnet_b0|timm:NAME [--recipe cpu] [flags]
+Distil one from a teacher checkpoint:
+    python scripts/train.py --model cnn9 --recipe cpu-distill --teacher checkpoints/efficientnet_b0
 
 Every recipe value can be overridden by a flag (see --help); the resolved recipe is saved in the
 checkpoint. Running the same command again after an interruption resumes the run exactly.
@@ -11,8 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cifar_models.common.meta import CheckpointError  # noqa: E402
 from cifar_models.models import list_models  # noqa: E402
 from cifar_models.train.recipes import get_recipe  # noqa: E402
+from cifar_models.train.distill import check_config, teacher_name  # noqa: E402
 from cifar_models.train.distributed import Dist  # noqa: E402
 from cifar_models.train.loop import train  # noqa: E402
 
@@ -20,7 +24,8 @@ from cifar_models.train.loop import train  # noqa: E402
 RECIPE_FLAGS = dict(epochs=int, batch_size=int, lr=float, weight_decay=float, momentum=float, label_smoothing=float,
                     warmup_epochs=float, crop_padding=int, seed=int, val_per_class=int, subset=int, optimizer=str,
                     schedule=str, freeze=int, cache_views=int, input_size=int, photo_augment=float, flip=bool, compile=bool,
-                    channels_last=bool)
+                    channels_last=bool, distill_alpha=float, distill_temperature=float,
+                    distill_views=int)
 ARCH_FLAGS = dict(widths=lambda s: [int(w) for w in s.split(",")], drop_rate=float, drop_path_rate=float)
 
 
@@ -38,6 +43,8 @@ def parse(argv=None) -> tuple[argparse.Namespace, dict]:
     p.add_argument("--no-verify", action="store_true", help="skip the md5 check (other data in CIFAR format)")
     p.add_argument("--pretrained-file", help="local ImageNet weights (safetensors) instead of the hub download")
     p.add_argument("--from-scratch", action="store_true", help="no pretrained weights")
+    p.add_argument("--teacher", help="distillation recipes (cnn9 --recipe cpu-distill): the teacher checkpoint, e.g. "
+                                     "checkpoints/efficientnet_b0")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     p.add_argument("--amp", choices=["auto", "on", "off"], help="bf16 autocast")
     for key, typ in RECIPE_FLAGS.items():
@@ -60,7 +67,13 @@ def parse(argv=None) -> tuple[argparse.Namespace, dict]:
         cfg["pretrained"] = a.pretrained_file
     if a.from_scratch:
         cfg["pretrained"] = None
+    if a.teacher:
+        cfg["teacher"] = teacher_name(a.teacher)
     cfg["device"] = a.device
+    try:
+        check_config(cfg)
+    except (ValueError, CheckpointError) as e:
+        p.error(str(e))
     return a, cfg
 
 

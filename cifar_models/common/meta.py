@@ -168,7 +168,22 @@ def _trained_line(meta: dict) -> str:
     if meta.get("feature_extraction_seconds"):
         line += (f", plus {meta['feature_extraction_seconds'] / 60:.0f} min to extract the frozen network's "
                  f"features once")
+    if meta.get("teacher_targets_seconds"):
+        line += f", plus {meta['teacher_targets_seconds'] / 60:.1f} min for the teacher's targets"
     return line
+
+
+def distilled_line(meta: dict) -> str | None:
+    """For a distilled checkpoint, one sentence: what distillation is and which teacher it had."""
+    teacher = meta.get("teacher")
+    if not teacher:
+        return None
+    about = [x for x in (teacher.get("title"), teacher.get("test_top1") and f"{teacher['test_top1']:.2%} test top-1")
+             if x]
+    views = (meta.get("distillation") or {}).get("views")
+    return (f"- Distilled: trained from scratch to match the soft predictions of `{teacher.get('checkpoint')}`"
+            + (f" ({', '.join(about)})" if about else "")
+            + f" on the same augmented views{f' ({views} per image)' if views else ''}, as well as the labels.")
 
 
 def model_card(m) -> str:
@@ -185,6 +200,8 @@ def model_card(m) -> str:
         "- Test metrics: not evaluated",
         _trained_line(meta),
     ]
+    if distilled_line(meta):
+        lines.append(distilled_line(meta))
     cal = meta.get("calibration")
     if cal and cal.get("test"):
         b, a = cal["test"]["before"], cal["test"]["after"]

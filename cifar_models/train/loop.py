@@ -7,7 +7,8 @@
     finish(run)               validation metrics, test report, checkpoint
 
 `train(cfg)` does all of it. Data stays uint8 (or, with `freeze = k`, as the cached fp16 output of
-the first k stages, see features.py) and every random choice of an epoch (order, crops, flips,
+the first k stages, see features.py; with `distill_alpha > 0` the loss also matches a teacher's cached
+logits for the same views, see distill.py) and every random choice of an epoch (order, crops, flips,
 views) is drawn at its start from a generator seeded by (seed, epoch): the same images meet the
 same augmentation whatever the batch split, process count or interruption. Under torchrun each
 process trains on its share of every global batch (see distributed.py); only rank 0 prints,
@@ -38,8 +39,9 @@ from ..eval import metrics
 from ..eval.evaluation import evaluate_classifier
 from ..inference import classifier_from_state
 from ..models import build_model, count_params, get_entry, model_stages
+from . import distill
 from .distributed import Dist
-from .features import cached_stage_outputs
+from .features import cache_key, cached_stage_outputs
 from .state import resume, save_state
 
 
@@ -114,13 +116,16 @@ class Run:
     val_labels: torch.Tensor
     gather: Callable            # (source, indices, epoch choices) -> this process's inputs for an epoch
     inputs: Callable            # (batch of gathered inputs, its choices) -> model input on the device
-    draw: Callable              # (n, generator) -> an epoch's random choices
+    draw: Callable              # (perm, generator) -> an epoch's random choices, per position in perm
+    loss: Callable              # (float logits, labels, the batch's choices) -> the loss to minimise
     opt: torch.optim.Optimizer
     batch_size: int             # global
     steps_per_epoch: int
     state_path: Path
     command: str | None = None
     feature_seconds: float | None = None
+    teacher: dict | None = None         # distillation: what the checkpoint records of the teacher
+    teacher_seconds: float | None = None  # distillation: the teacher targets' wall clock
     history: list = field(default_factory=list)
     elapsed: float = 0.0
     val_logits: torch.Tensor | None = None
@@ -132,6 +137,7 @@ class Run:
 def setup(cfg: dict, data_dir=None, run_dir="runs", name: str | None = None, verify_md5: bool = True,
           command: str | None = None) -> Run:
     cfg = json.loads(json.dumps(cfg))  # plain JSON types, exactly as saved
+    distill.check_config(cfg)  # before anything slow: a distillation without a teacher fails at once
     device_type = "cuda" if cfg.get("device", "auto") in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     dist = Dist.from_env(device_type if not str(cfg.get("device", "")).startswith("cuda:") else "cuda")
     device = pick_device(cfg.get("device", "auto"), dist)
@@ -153,11 +159,14 @@ def setup(cfg: dict, data_dir=None, run_dir="runs", name: str | None = None, ver
               val_idx=val_idx, test_idx=test_idx, data_cfg=data_cfg, model=model, pretrained=pretrained,
               trainable=model, forward=model, source=data.train.images[train_idx], val_source=None,
               train_labels=data.train.labels[train_idx].to(device), val_labels=data.train.labels[val_idx].to(device),
-              gather=None, inputs=None, draw=None, opt=None, batch_size=min(cfg["batch_size"], len(train_idx)),
+              gather=None, inputs=None, draw=None, loss=_hard_loss(cfg), opt=None,
+              batch_size=min(cfg["batch_size"], len(train_idx)),
               steps_per_epoch=0, state_path=Path(run_dir) / (name or cfg["model"]) / "state.safetensors",
               command=command, commit=git_commit(), memory_format=fmt)
     if cfg["freeze"]:
         _setup_frozen(run, Path(run_dir) / "feature-cache")
+    elif cfg.get("distill_alpha"):
+        _setup_distill(run, Path(run_dir) / "teacher-cache")
     else:
         _setup_end_to_end(run)
     _setup_optimizer(run)
@@ -165,6 +174,11 @@ def setup(cfg: dict, data_dir=None, run_dir="runs", name: str | None = None, ver
               f"{count_params(model):,} parameters ({count_params(run.trainable):,} trained), {len(train_idx)} train / "
               f"{len(val_idx)} val images at {data_cfg['input_size']} px, pretrained: {pretrained}")
     return run
+
+
+def _hard_loss(cfg: dict) -> Callable:
+    """Cross-entropy with the recipe's label smoothing: the loss of every recipe but distillation's."""
+    return lambda logits, y, choice: F.cross_entropy(logits, y, label_smoothing=cfg["label_smoothing"])
 
 
 def _split(data: Cifar100, cfg: dict):
@@ -185,7 +199,7 @@ def _setup_end_to_end(run: Run) -> None:
     if not run.dist.active:
         run.source = run.source.to(run.device)  # the whole set on the device, once
     run.val_source = run.data.train.images[run.val_idx].to(run.device)
-    run.draw = lambda n, g: draw_augment(n, g, pad, cfg["flip"], cfg.get("photo_augment", 0.0))
+    run.draw = lambda perm, g: draw_augment(len(perm), g, pad, cfg["flip"], cfg.get("photo_augment", 0.0))
     run.gather = lambda source, idx, choice: source[idx.to(source.device)].to(run.device)
     run.inputs = lambda x, choice: _as_input(to_model_input(apply_augment(x, choice, pad), data_cfg), run)
     run.trainable = run.model
@@ -219,10 +233,31 @@ def _setup_frozen(run: Run, cache_dir: Path) -> None:
         else:
             run.val_source = out[0]
     run.feature_seconds = seconds
-    run.draw = lambda n, g: dict(view=torch.randint(0, views, (n,), generator=g))
+    run.draw = lambda perm, g: dict(view=torch.randint(0, views, (len(perm),), generator=g))
     run.gather = lambda source, idx, choice: source[choice["view"].to(source.device), idx.to(source.device)]
     run.inputs = lambda x, choice: _as_input(x.to(run.device, non_blocking=True), run)
     _wrap(run)
+
+
+def _setup_distill(run: Run, cache_dir: Path) -> None:
+    """End to end on uint8 images, each epoch on one of `distill_views` fixed views per image, whose teacher
+    logits are computed once (cached, resumable) and taught with Hinton's loss (see distill.py)."""
+    cfg, pad = run.cfg, run.cfg["crop_padding"]
+    _setup_end_to_end(run)
+    teacher = distill.load_teacher(cfg["teacher"], run.data.class_names, run.device)
+    params = distill.view_params(len(run.train_idx), int(cfg["distill_views"]), cfg["seed"], pad,
+                                 float(cfg.get("photo_augment") or 0.0))
+    key = dict(teacher_sha256=teacher.meta.get("weights_sha256"), teacher_data_config=teacher.data_config,
+               data_md5=run.data.md5["train"], indices=indices_digest(run.train_idx), views=int(cfg["distill_views"]),
+               seed=cfg["seed"], pad=pad, photo=float(cfg.get("photo_augment") or 0.0), kind="teacher logits fp32")
+    targets, run.teacher_seconds = distill.teacher_targets(
+        teacher, run.data.train.images[run.train_idx], params, device=run.device, pad=pad, cache_dir=cache_dir,
+        key=key, rank=run.dist.rank, world=run.dist.world, barrier=run.dist.barrier,
+        desc=f"teacher {teacher.checkpoint}: logits x {cfg['distill_views']} view(s)")
+    run.teacher = dict(distill.teacher_record(teacher, cfg["teacher"]), cache_key=cache_key(**key))
+    del teacher
+    run.draw = lambda perm, g: distill.epoch_choices(perm, g, params, targets)
+    run.loss = distill.loss_for(cfg, run.device)
 
 
 def _as_input(x: torch.Tensor, run: Run) -> torch.Tensor:
@@ -253,7 +288,7 @@ def run_epoch(run: Run, epoch: int) -> dict:
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(cfg["seed"] * 100_003 + epoch)
     perm = torch.randperm(len(run.train_idx), generator=g)
-    choice = run.draw(len(perm), g)  # per position in perm
+    choice = run.draw(perm, g)  # per position in perm
     # Global batch i is perm[i*B:(i+1)*B]; this process takes its b-wide slice of each.
     pos = torch.arange(steps * run.batch_size).view(steps, run.dist.world, b)[:, run.dist.rank].reshape(-1)
     idx, choice = perm[pos], {k: v[pos] for k, v in choice.items()}
@@ -267,10 +302,11 @@ def run_epoch(run: Run, epoch: int) -> dict:
         for group in run.opt.param_groups:
             group["lr"] = lr
         sl = slice(i * b, (i + 1) * b)
-        x, y = run.inputs(xs[sl], {k: v[sl] for k, v in choice.items()}), ys[sl]
+        c = {k: v[sl] for k, v in choice.items()}
+        x, y = run.inputs(xs[sl], c), ys[sl]
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=run.amp):
             logits = run.forward(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg["label_smoothing"])
+        loss = run.loss(logits.float(), y, c)
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
         run.opt.step()
@@ -321,7 +357,8 @@ def _describe(run: Run) -> dict:
                    val_indices_sha=indices_digest(run.val_idx)),
         metrics=dict(validation=metrics.summarize(run.val_logits, run.val_labels), test=None),
         data_md5=data.md5, epochs=len(run.history), train_seconds=run.elapsed,
-        feature_extraction_seconds=run.feature_seconds,
+        feature_extraction_seconds=run.feature_seconds, teacher_targets_seconds=run.teacher_seconds,
+        teacher=run.teacher, distillation=distill.settings(run.cfg, run.teacher["cache_key"]) if run.teacher else None,
         images_per_s=float(np.mean([h["images_per_s"] for h in run.history])) if run.history else None,
         device=_device_name(run.device), processes=run.dist.world, amp=run.amp, command=run.command,
         git_commit=run.commit, torch_version=torch.__version__,
@@ -345,10 +382,11 @@ def finish(run: Run, out_dir="checkpoints", run_test: bool = True) -> dict:
         meta["metrics"]["test"] = report["summary"]
         meta["calibration"] = report["calibration"]  # temperature fitted on validation only
         meta["test_seconds"] = time.perf_counter() - t0
-    # Wall clock of the whole run, each phase summed over interruptions (feature parts, epochs, test).
-    meta["wall_clock_seconds"] = dict(feature_extraction=run.feature_seconds, training=run.elapsed,
-                                      test=meta.get("test_seconds"),
-                                      total=(run.feature_seconds or 0) + run.elapsed + meta.get("test_seconds", 0))
+    # Wall clock of the whole run, each phase summed over interruptions (feature or teacher-target parts, epochs,
+    # test).
+    phases = dict(feature_extraction=run.feature_seconds, teacher_targets=run.teacher_seconds, training=run.elapsed,
+                  test=meta.get("test_seconds"))
+    meta["wall_clock_seconds"] = dict(phases, total=sum(v or 0 for v in phases.values()))
     weights, js = save_checkpoint(Path(out_dir) / run.name, state, meta)
     if report is not None:
         save_report(report_path(js), report)
