@@ -17,12 +17,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .errors import UserError
 from .models import sha256_file
 
 FORMAT = "cifar-compare/1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, damaged, or its two files do not belong together."""
 
 

@@ -37,6 +37,7 @@ from .checkpoint import atomic_write_bytes, atomic_write_json, git_commit, half_
 from .data import (Cifar100, apply_augment, draw_augment, indices_digest, load_cifar100, stratified_split,
                    stratified_subset, to_model_input)
 from .distributed import Dist
+from .errors import ConfigError, UserError
 from .evaluation import evaluate_classifier
 from .features import cached_stage_outputs
 from .inference import classifier_from_state
@@ -78,7 +79,7 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
         return torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True)
     if cfg["optimizer"] == "adamw":
         return torch.optim.AdamW(groups, lr=cfg["lr"])
-    raise ValueError(f"unknown optimizer {cfg['optimizer']!r}")
+    raise ConfigError(f"unknown optimizer {cfg['optimizer']!r}")
 
 
 def identity(cfg: dict) -> dict:
@@ -204,7 +205,7 @@ def _setup_frozen(run: Run, cache_dir: Path) -> None:
     cfg, k = run.cfg, int(run.cfg["freeze"])
     stages = model_stages(cfg["model"], run.model)
     if not 0 < k < len(stages):
-        raise ValueError(f"freeze={k}: {cfg['model']} has {len(stages)} stages, so freeze must be 1..{len(stages) - 1}")
+        raise ConfigError(f"freeze={k}: {cfg['model']} has {len(stages)} stages, so freeze must be 1..{len(stages) - 1}")
     for p in run.model.parameters():
         p.requires_grad_(False)
     run.trainable = Tail(stages[k:])
@@ -246,7 +247,7 @@ def _wrap(run: Run) -> None:
 def _setup_optimizer(run: Run) -> None:
     cfg, world = run.cfg, run.dist.world
     if run.batch_size % world:
-        raise ValueError(f"batch size {run.batch_size} must be a multiple of the process count {world}")
+        raise ConfigError(f"batch size {run.batch_size} must be a multiple of the process count {world}")
     run.opt = make_optimizer(run.trainable.parameters(), cfg)
     run.steps_per_epoch = len(run.train_idx) // run.batch_size
 
@@ -386,12 +387,12 @@ def resume(run: Run, restart: bool = False) -> None:
     if restart or not path.exists():
         return
     if identity(saved_config(path)) != identity(run.cfg):
-        raise SystemExit(f"{path} belongs to a different run configuration. Run the same command as before to "
+        raise UserError(f"{path} belongs to a different run configuration. Run the same command as before to "
                          f"resume it, add --restart to discard it, or use another --name.")
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
     if int(meta.get("world", 1)) != run.dist.world:
-        raise SystemExit(f"{path} was written by {meta.get('world', 1)} process(es); resume it with the same number "
+        raise UserError(f"{path} was written by {meta.get('world', 1)} process(es); resume it with the same number "
                          f"(or --restart).")
     tensors = load_file(str(path), device="cpu")
     run.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})

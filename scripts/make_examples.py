@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from PIL import Image  # noqa: E402
 
 from cifar_models import load_cifar100  # noqa: E402
+from cifar_models.cli import UserError, add_debug_flag, non_negative_int, run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +26,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data-dir")
     p.add_argument("--out", default=str(ROOT / "examples" / "cifar"))
-    p.add_argument("--disagreements", type=int, default=0, help="also save N test images the models disagree on")
+    p.add_argument("--disagreements", type=non_negative_int, default=0,
+                   help="also save N test images the models disagree on")
+    add_debug_flag(p)
     a = p.parse_args(argv)
     data = load_cifar100(a.data_dir)
     out = Path(a.out)
@@ -41,8 +44,12 @@ def main(argv=None):
 
 def save_disagreements(data, n: int, out: Path) -> None:
     """A third each where only cnn9 is right, only EfficientNet-B0 is right, and neither is; first in test order."""
-    ims = [json.loads((ROOT / "checkpoints" / f"{m}.eval.json").read_text())["images"]
-           for m in ("cnn9", "efficientnet_b0")]
+    paths = [ROOT / "checkpoints" / f"{m}.eval.json" for m in ("cnn9", "efficientnet_b0")]
+    for path in paths:
+        if not path.is_file():
+            ckpt = path.with_name(path.name.removesuffix(".eval.json"))
+            raise UserError(f"{path} not found: run python scripts/evaluate.py --checkpoint {ckpt} first")
+    ims = [json.loads(path.read_text())["images"] for path in paths]
     label = ims[0]["label"]
     a, b = ims[0]["top1"], ims[1]["top1"]
     groups = {"cnn9 right": [], "efficientnet right": [], "both wrong": []}
@@ -61,4 +68,4 @@ def save_disagreements(data, n: int, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -11,15 +11,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cifar_models.cli import (add_debug_flag, device_name, fraction, non_negative_float, non_negative_int,  # noqa: E402
+                              positive_float, positive_int, run)
 from cifar_models.models import list_models  # noqa: E402
 from cifar_models.recipes import get_recipe  # noqa: E402
 from cifar_models.training import train  # noqa: E402
 
-# Recipe values a flag can override (--batch-size sets batch_size ...), with their types.
-RECIPE_FLAGS = dict(epochs=int, batch_size=int, lr=float, weight_decay=float, momentum=float, label_smoothing=float,
-                    warmup_epochs=float, crop_padding=int, seed=int, val_per_class=int, subset=int, optimizer=str,
-                    schedule=str, freeze=int, cache_views=int, input_size=int, photo_augment=float, flip=bool, compile=bool,
+# Recipe values a flag can override (--batch-size sets batch_size ...), with their types (which reject bad values).
+RECIPE_FLAGS = dict(epochs=positive_int, batch_size=positive_int, lr=positive_float, weight_decay=non_negative_float,
+                    momentum=fraction, label_smoothing=fraction, warmup_epochs=non_negative_float,
+                    crop_padding=non_negative_int, seed=non_negative_int, val_per_class=positive_int,
+                    subset=positive_int, optimizer=str, schedule=str, freeze=non_negative_int,
+                    cache_views=positive_int, input_size=positive_int, photo_augment=fraction, flip=bool, compile=bool,
                     channels_last=bool)
+CHOICES = dict(optimizer=["sgd", "adamw"], schedule=["cosine", "linear"])
 ARCH_FLAGS = dict(widths=lambda s: [int(w) for w in s.split(",")], drop_rate=float, drop_path_rate=float)
 
 
@@ -37,13 +42,14 @@ def parse(argv=None) -> tuple[argparse.Namespace, dict]:
     p.add_argument("--no-verify", action="store_true", help="skip the md5 check (other data in CIFAR format)")
     p.add_argument("--pretrained-file", help="local ImageNet weights (safetensors) instead of the hub download")
     p.add_argument("--from-scratch", action="store_true", help="no pretrained weights")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    p.add_argument("--device", default="auto", type=device_name, help="auto, cpu, cuda, cuda:1...")
     p.add_argument("--amp", choices=["auto", "on", "off"], help="bf16 autocast")
     for key, typ in RECIPE_FLAGS.items():
-        kw = dict(action=argparse.BooleanOptionalAction) if typ is bool else dict(type=typ)
+        kw = dict(action=argparse.BooleanOptionalAction) if typ is bool else dict(type=typ, choices=CHOICES.get(key))
         p.add_argument("--" + key.replace("_", "-"), **kw)
     for key, typ in ARCH_FLAGS.items():
         p.add_argument("--" + key.replace("_", "-"), type=typ, help="architecture option")
+    add_debug_flag(p)
     a = p.parse_args(argv)
 
     cfg = get_recipe(a.model, a.recipe)
@@ -72,4 +78,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

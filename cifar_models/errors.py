@@ -1,0 +1,22 @@
+"""The user's mistakes, as types: a script shows their message as one line and exits with status 2
+(cli.py); anything else is a bug and keeps its traceback. No torch here: cheap to import anywhere."""
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Something the user can fix (a name, a path, a flag value); the message says what to do."""
+
+    def __str__(self) -> str:  # KeyError subclasses would otherwise print their message in quotes
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
+class UnknownNameError(UserError, KeyError):
+    """An unknown model, recipe or architecture name (a KeyError, as the registry always raised)."""
+
+
+class ConfigError(UserError, ValueError):
+    """Recipe or flag values that cannot work together (a ValueError, as before)."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file the user named is not there."""
