@@ -2,6 +2,9 @@
 (cli.py); anything else is a bug and keeps its traceback. No torch here: cheap to import anywhere."""
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 
 class UserError(Exception):
     """Something the user can fix (a name, a path, a flag value); the message says what to do."""
@@ -20,3 +23,16 @@ class ConfigError(UserError, ValueError):
 
 class MissingFileError(UserError, FileNotFoundError):
     """A file the user named is not there."""
+
+
+class MissingPackageError(UserError, ImportError):
+    """An optional package a feature needs is not installed."""
+
+
+def import_or_explain(module: str, package: str | None = None) -> ModuleType:
+    """import module, or say in one line which package to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingPackageError(f"{module} is needed for this and is not installed ({e}): "
+                                  f"pip install {package or module} (or pip install -r requirements.txt)") from e

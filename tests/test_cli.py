@@ -118,8 +118,8 @@ def test_train_mistakes_found_later(capsys, tmp_path, cifar_fixture, monkeypatch
     data = ["--data-dir", str(cifar_fixture)]
     err = run_script("train", ["--model", "cnn9", "--pretrained-file", "w.safetensors"] + data + common, capsys)
     assert "error: cnn9 is trained from scratch" in err
-    err = run_script("train", ["--model", "timm:test_efficientnet", "--pretrained-file", str(tmp_path / "w.safetensors")]
-                     + data + common, capsys)
+    missing = ["--pretrained-file", str(tmp_path / "w.safetensors")]
+    err = run_script("train", ["--model", "timm:test_efficientnet"] + missing + data + common, capsys)
     assert f"error: pretrained weights file {tmp_path / 'w.safetensors'} not found" in err
     err = run_script("train", ["--model", "cnn9", "--freeze", "9", "--widths", "8,16,32,64"] + data + common, capsys)
     assert "error: freeze=9: cnn9 has" in err
