@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -33,7 +33,8 @@ from torch import nn
 from tqdm import tqdm
 
 from . import metrics
-from .checkpoint import atomic_write_bytes, atomic_write_json, git_commit, half_state_dict, save_checkpoint
+from .checkpoint import (atomic_write_bytes, atomic_write_json, checkpoint_paths, git_commit, half_state_dict,
+                         save_checkpoint)
 from .data import (Cifar100, apply_augment, draw_augment, indices_digest, load_cifar100, stratified_split,
                    stratified_subset, to_model_input)
 from .distributed import Dist
@@ -42,6 +43,9 @@ from .evaluation import evaluate_classifier
 from .features import cached_stage_outputs
 from .inference import classifier_from_state
 from .models import build_model, count_params, get_entry, model_stages
+
+if TYPE_CHECKING:
+    from .tracking import WandbLogger
 
 # Keys of the config that do not change what is trained (so a run may resume with other values).
 _NOT_IDENTITY = ("device", "description", "notes")
@@ -469,10 +473,17 @@ def _say(run: Run, text: str) -> None:
 
 # ----------------------------------------------------------------------------- all of it
 def train(cfg: dict, data_dir=None, out_dir="checkpoints", run_dir="runs", name: str | None = None,
-          restart: bool = False, run_test: bool = True, verify_md5: bool = True, command: str | None = None):
-    """Train per cfg (a resolved recipe), write the checkpoint; return its metadata (None on ranks > 0)."""
+          restart: bool = False, run_test: bool = True, verify_md5: bool = True, command: str | None = None,
+          tracker: "WandbLogger | None" = None):
+    """Train per cfg (a resolved recipe), write the checkpoint; return its metadata (None on ranks > 0).
+    tracker (tracking.WandbLogger): experiment tracking, from rank 0 only."""
     run = setup(cfg, data_dir, run_dir, name, verify_md5, command)
     resume(run, restart)
+    tracker = tracker if run.dist.is_main else None
+    if tracker:
+        tracker.start(run.cfg, run.name, dict(processes=run.dist.world, device=str(run.device), command=command))
+        for row in run.history:  # epochs done before an interruption
+            tracker.log_epoch(row)
     for epoch in range(len(run.history), run.cfg["epochs"]):
         row = run_epoch(run, epoch)
         run.elapsed += row["seconds"]
@@ -481,8 +492,13 @@ def train(cfg: dict, data_dir=None, out_dir="checkpoints", run_dir="runs", name:
             _say(run, f"epoch {row['epoch']:3d}/{cfg['epochs']}  train loss {row['train_loss']:.3f} acc "
                       f"{row['train_acc']:.4f}  val loss {row['val_loss']:.3f} acc {row['val_acc']:.4f}  "
                       f"{row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s")
+        if tracker:
+            tracker.log_epoch(row)
         save_state(run)
     meta = finish(run, out_dir, run_test) if run.dist.is_main else None
+    if tracker:
+        tracker.finish(meta["metrics"], checkpoint_paths(Path(out_dir) / run.name), run.data.md5,
+                       dict(temperature=(meta.get("calibration") or {}).get("temperature")))
     run.dist.barrier()
     run.dist.close()
     return meta

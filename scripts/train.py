@@ -15,6 +15,7 @@ from cifar_models.cli import (add_debug_flag, device_name, fraction, non_negativ
                               positive_float, positive_int, run)
 from cifar_models.models import list_models  # noqa: E402
 from cifar_models.recipes import get_recipe  # noqa: E402
+from cifar_models.tracking import DEFAULT_PROJECT, WandbLogger  # noqa: E402
 from cifar_models.training import train  # noqa: E402
 
 # Recipe values a flag can override (--batch-size sets batch_size ...), with their types (which reject bad values).
@@ -49,8 +50,13 @@ def parse(argv=None) -> tuple[argparse.Namespace, dict]:
         p.add_argument("--" + key.replace("_", "-"), **kw)
     for key, typ in ARCH_FLAGS.items():
         p.add_argument("--" + key.replace("_", "-"), type=typ, help="architecture option")
+    p.add_argument("--log-wandb", action="store_true", help="track the run in Weights & Biases (rank 0; offline "
+                   "without an API key: it prints the `wandb sync` command)")
+    p.add_argument("--wandb-project", help=f"W&B project (default {DEFAULT_PROJECT}; needs --log-wandb)")
     add_debug_flag(p)
     a = p.parse_args(argv)
+    if a.wandb_project and not a.log_wandb:
+        p.error("--wandb-project needs --log-wandb")
 
     cfg = get_recipe(a.model, a.recipe)
     for key in RECIPE_FLAGS:
@@ -72,9 +78,10 @@ def parse(argv=None) -> tuple[argparse.Namespace, dict]:
 def main(argv=None):
     a, cfg = parse(argv)
     command = "python scripts/train.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    tracker = WandbLogger(a.wandb_project or DEFAULT_PROJECT, a.run_dir) if a.log_wandb else None
     print(json.dumps({k: v for k, v in cfg.items() if k != "description"}))
-    train(cfg, data_dir=a.data_dir, out_dir=a.out, run_dir=a.run_dir, name=a.name, restart=a.restart,
-          run_test=not a.no_test, verify_md5=not a.no_verify, command=command)
+    return train(cfg, data_dir=a.data_dir, out_dir=a.out, run_dir=a.run_dir, name=a.name, restart=a.restart,
+                 run_test=not a.no_test, verify_md5=not a.no_verify, command=command, tracker=tracker)
 
 
 if __name__ == "__main__":
