@@ -209,7 +209,8 @@ def _setup_frozen(run: Run, cache_dir: Path) -> None:
     cfg, k = run.cfg, int(run.cfg["freeze"])
     stages = model_stages(cfg["model"], run.model)
     if not 0 < k < len(stages):
-        raise ConfigError(f"freeze={k}: {cfg['model']} has {len(stages)} stages, so freeze must be 1..{len(stages) - 1}")
+        raise ConfigError(f"freeze={k}: {cfg['model']} has {len(stages)} stages, so --freeze must be "
+                          f"1..{len(stages) - 1}")
     for p in run.model.parameters():
         p.requires_grad_(False)
     run.trainable = Tail(stages[k:])
