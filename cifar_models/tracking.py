@@ -86,7 +86,17 @@ class WandbLogger:
         for path in checkpoint:
             artifact.add_file(str(path))
         self.run.log_artifact(artifact)
+        self._end(0)
+
+    def abort(self) -> None:
+        """The training failed or was interrupted: end the run as failed (no-op when none is running)."""
+        if self.run is not None:
+            self._end(1)
+
+    def _end(self, exit_code: int) -> None:
         sync_dir = self.run.settings.sync_dir
-        self.run.finish()
+        self.run.finish(exit_code=exit_code)
+        self.run = None
+        self.wandb.teardown()  # waits until wandb's service has written (or uploaded) everything
         if self.mode == "offline":
             print(f"W&B run saved offline; to upload it: wandb sync {sync_dir}")

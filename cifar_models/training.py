@@ -473,6 +473,21 @@ def _say(run: Run, text: str) -> None:
 
 
 # ----------------------------------------------------------------------------- all of it
+def _epochs(run: Run, tracker: "WandbLogger | None") -> None:
+    """The remaining epochs, each saved (and tracked) when done."""
+    for epoch in range(len(run.history), run.cfg["epochs"]):
+        row = run_epoch(run, epoch)
+        run.elapsed += row["seconds"]
+        run.history.append(row)
+        if run.dist.is_main:
+            _say(run, f"epoch {row['epoch']:3d}/{run.cfg['epochs']}  train loss {row['train_loss']:.3f} acc "
+                      f"{row['train_acc']:.4f}  val loss {row['val_loss']:.3f} acc {row['val_acc']:.4f}  "
+                      f"{row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s")
+        if tracker:
+            tracker.log_epoch(row)
+        save_state(run)
+
+
 def train(cfg: dict, data_dir=None, out_dir="checkpoints", run_dir="runs", name: str | None = None,
           restart: bool = False, run_test: bool = True, verify_md5: bool = True, command: str | None = None,
           tracker: "WandbLogger | None" = None):
@@ -485,21 +500,16 @@ def train(cfg: dict, data_dir=None, out_dir="checkpoints", run_dir="runs", name:
         tracker.start(run.cfg, run.name, dict(processes=run.dist.world, device=str(run.device), command=command))
         for row in run.history:  # epochs done before an interruption
             tracker.log_epoch(row)
-    for epoch in range(len(run.history), run.cfg["epochs"]):
-        row = run_epoch(run, epoch)
-        run.elapsed += row["seconds"]
-        run.history.append(row)
-        if run.dist.is_main:
-            _say(run, f"epoch {row['epoch']:3d}/{cfg['epochs']}  train loss {row['train_loss']:.3f} acc "
-                      f"{row['train_acc']:.4f}  val loss {row['val_loss']:.3f} acc {row['val_acc']:.4f}  "
-                      f"{row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s")
+    try:
+        _epochs(run, tracker)
+        meta = finish(run, out_dir, run_test) if run.dist.is_main else None
         if tracker:
-            tracker.log_epoch(row)
-        save_state(run)
-    meta = finish(run, out_dir, run_test) if run.dist.is_main else None
-    if tracker:
-        tracker.finish(meta["metrics"], checkpoint_paths(Path(out_dir) / run.name), run.data.md5,
-                       dict(temperature=(meta.get("calibration") or {}).get("temperature")))
+            tracker.finish(meta["metrics"], checkpoint_paths(Path(out_dir) / run.name), run.data.md5,
+                           dict(temperature=(meta.get("calibration") or {}).get("temperature")))
+    except BaseException:
+        if tracker:
+            tracker.abort()  # the tracked run is marked failed; the same command resumes the training
+        raise
     run.dist.barrier()
     run.dist.close()
     return meta

@@ -57,6 +57,8 @@ def read_offline_run(run_dir: Path) -> dict:
             run["summary"].update({"/".join(u.nested_key) or u.key: json.loads(u.value_json) for u in r.summary.update})
         elif kind == "artifact":
             run["artifacts"].append(r.artifact)
+        elif kind == "exit":
+            run["exit_code"] = r.exit.exit_code
     return run
 
 
@@ -88,6 +90,7 @@ def test_offline_run_has_config_epochs_summary_and_checkpoint(cifar_fixture, tmp
     (run_dir,) = (wandb_env / "wandb").glob("offline-run-*")
     assert f"wandb sync {run_dir}" in printed  # offline by itself, and says how to upload
     run = read_offline_run(run_dir)
+    assert run["exit_code"] == 0  # the whole log was written before training returned
     assert {k: run["config"][k] for k in meta["recipe"]} == meta["recipe"] and run["config"]["processes"] == 1
     assert [h["epoch"] for h in run["history"]] == [1, 2] and [h["_step"] for h in run["history"]] == [1, 2]
     for logged, row in zip(run["history"], meta["history"]):
@@ -153,3 +156,33 @@ def test_under_torchrun_only_rank_0_logs(tmp_path, wandb_env):
     run = read_offline_run(runs[0])
     assert run["config"]["processes"] == 2 and [h["epoch"] for h in run["history"]] == [1]
     assert re.search(r"test/", " ".join(run["summary"])) is None  # --no-test: no test metrics
+
+
+@pytest.mark.slow
+def test_a_resumed_run_logs_every_epoch(cifar_fixture, tmp_path, wandb_env):
+    from conftest import tiny_cnn_cfg
+
+    from cifar_models.tracking import WandbLogger
+    from cifar_models.training import train
+
+    class Interrupted(Exception):
+        pass
+
+    class StopAtEpoch2(WandbLogger):  # the process dies after epoch 1 was saved, before epoch 2 is
+        def log_epoch(self, row: dict) -> None:
+            if row["epoch"] == 2:
+                raise Interrupted
+            super().log_epoch(row)
+
+    cfg = tiny_cnn_cfg(epochs=2, batch_size=200)
+    where = dict(data_dir=cifar_fixture, out_dir=tmp_path / "ck", run_dir=tmp_path / "runs", verify_md5=False,
+                 run_test=False)
+    with pytest.raises(Interrupted):
+        train(cfg, tracker=StopAtEpoch2(), **where)
+    train(cfg, tracker=WandbLogger(), **where)  # the same run again: resumes at epoch 2
+    first, second = sorted((wandb_env / "wandb").glob("offline-run-*"))
+    assert [h["epoch"] for h in read_offline_run(first)["history"]] == [1] and read_offline_run(first)["exit_code"] == 1
+    history = json.loads((tmp_path / "ck" / "cnn9.json").read_text())["history"]
+    logged = read_offline_run(second)["history"]
+    assert [h["epoch"] for h in logged] == [1, 2] and [h["train/loss"] for h in logged] == pytest.approx(
+        [h["train_loss"] for h in history])
