@@ -67,7 +67,7 @@ def get_entry(name: str) -> ModelEntry:
     if name.startswith(TIMM_PREFIX):
         return timm_entry(name[len(TIMM_PREFIX):])
     raise UnknownNameError(f"unknown model {name!r}; choose from {list_models()} or any timm architecture as "
-                   f"'{TIMM_PREFIX}NAME' (e.g. {TIMM_PREFIX}resnet18)")
+                           f"'{TIMM_PREFIX}NAME' (e.g. {TIMM_PREFIX}resnet18)")
 
 
 def build_model(name: str, arch: dict | None = None, pretrained: str | None = None, num_classes: int = 100):

@@ -393,12 +393,12 @@ def resume(run: Run, restart: bool = False) -> None:
         return
     if identity(saved_config(path)) != identity(run.cfg):
         raise UserError(f"{path} belongs to a different run configuration. Run the same command as before to "
-                         f"resume it, add --restart to discard it, or use another --name.")
+                        f"resume it, add --restart to discard it, or use another --name.")
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
     if int(meta.get("world", 1)) != run.dist.world:
         raise UserError(f"{path} was written by {meta.get('world', 1)} process(es); resume it with the same number "
-                         f"(or --restart).")
+                        f"(or --restart).")
     tensors = load_file(str(path), device="cpu")
     run.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict = {}
