@@ -83,11 +83,13 @@ def export_onnx(clf: Classifier, path: str | Path) -> Path:
     return path
 
 
-def ort_session(path: str | Path, threads: int | None = None):
+def ort_session(path: str | Path, threads: int | None = None, spinning: bool = True):
     ort = import_or_explain("onnxruntime")
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    if not spinning:  # idle worker threads sleep instead of busy-waiting for the next run
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -106,26 +108,30 @@ def verify(clf: Classifier, session, images_uint8: torch.Tensor) -> dict:
                 max_abs_diff=float(np.abs(ours - theirs).max()), shape=list(theirs.shape))
 
 
-def _median_ms(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
+def _alternating_median_ms(fns: list, repeat: int) -> list[float]:
+    """Median milliseconds of each function, timed in turn (so that a shared machine's load hits both alike)."""
+    for fn in fns:
+        fn()  # warm-up
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+        for fn, out in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t) * 1000)
+    return [statistics.median(t) for t in times]
 
 
 def benchmark(clf: Classifier, session, images_uint8: torch.Tensor, batch_sizes=(1, 64), repeat: int = 20) -> list:
-    """Median milliseconds per image, PyTorch (Classifier.proba) and onnxruntime, per batch size."""
+    """Median milliseconds per image, PyTorch (Classifier.proba) and onnxruntime, per batch size. Use a session
+    without spinning threads (`ort_session(path, spinning=False)`): they would take CPU from PyTorch's turn."""
     rows = []
     for b in batch_sizes:
         x = images_uint8[:b]
         if len(x) < b:
             x = x.repeat((b + len(x) - 1) // len(x), 1, 1, 1)[:b]
         nhwc = x.permute(0, 2, 3, 1).contiguous().numpy()
-        torch_ms = _median_ms(lambda: clf.proba(x), repeat) / b
-        ort_ms = _median_ms(lambda: session.run([OUTPUT], {INPUT: nhwc}), repeat) / b
+        torch_ms, ort_ms = (ms / b for ms in _alternating_median_ms(
+            [lambda: clf.proba(x), lambda: session.run([OUTPUT], {INPUT: nhwc})], repeat))
         rows.append(dict(batch=b, torch_ms_per_image=torch_ms, onnxruntime_ms_per_image=ort_ms,
                          speedup=torch_ms / ort_ms))
     return rows

@@ -36,6 +36,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="largest probability difference accepted (default 1e-4)")
     p.add_argument("--benchmark", action="store_true", help="also time PyTorch and onnxruntime per image")
     p.add_argument("--repeat", type=positive_int, default=20, help="timed runs per batch size (median)")
+    p.add_argument("--threads", type=positive_int, help="--benchmark with this many threads in both (default: "
+                   "each library's own choice)")
     add_debug_flag(p)
     return p.parse_args(argv)
 
@@ -72,9 +74,12 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"the ONNX model differs from PyTorch by {result['max_abs_diff']:.2e} (> --tolerance "
                          f"{a.tolerance:g}): do not use {path}")
     if a.benchmark:
-        result["benchmark"] = benchmark(clf, session, images, repeat=a.repeat)
-        print(f"milliseconds per image (median of {a.repeat}; torch {torch.get_num_threads()} threads, onnxruntime "
-              f"default threads):")
+        if a.threads:
+            torch.set_num_threads(a.threads)
+        timed = ort_session(path, threads=a.threads, spinning=False)
+        result["benchmark"] = benchmark(clf, timed, images, repeat=a.repeat)
+        print(f"milliseconds per image (median of {a.repeat}, taking turns; torch {torch.get_num_threads()} threads, "
+              f"onnxruntime {a.threads or 'its default'} threads, no spinning):")
         for r in result["benchmark"]:
             print(f"  batch {r['batch']:3d}: PyTorch {r['torch_ms_per_image']:.3f}  onnxruntime "
                   f"{r['onnxruntime_ms_per_image']:.3f}  ({r['speedup']:.2f}x)")

@@ -103,11 +103,16 @@ def test_shipped_checkpoints_export(tmp_path, monkeypatch, capsys, name):
     monkeypatch.chdir(tmp_path)  # no data/cifar-100-python here: the check falls back to random images
     monkeypatch.setenv("CIFAR100_DIR", str(tmp_path / "none"))
     out = tmp_path / f"{name}.onnx"
-    timed = ["--benchmark", "--repeat", "2"] if name == "cnn9" else []  # (EfficientNet-B0 at batch 64 is slow here)
-    result, printed = _export(ROOT / "checkpoints" / name, out, capsys, "--images", "24", *timed)
+    timed = ["--benchmark", "--repeat", "2", "--threads", "1"] if name == "cnn9" else []  # (B0 at batch 64 is slow)
+    threads = torch.get_num_threads()
+    try:
+        result, printed = _export(ROOT / "checkpoints" / name, out, capsys, "--images", "24", *timed)
+    finally:
+        torch.set_num_threads(threads)
     assert "using 24 random images instead" in printed and result["max_abs_diff"] < 1e-4
     if timed:
         assert [r["batch"] for r in result["benchmark"]] == [1, 64] and "batch  64: PyTorch" in printed
+        assert "torch 1 threads, onnxruntime 1 threads" in printed
         assert all(r["torch_ms_per_image"] > 0 and r["onnxruntime_ms_per_image"] > 0 for r in result["benchmark"])
     check_exported(ROOT / "checkpoints" / name, out)
 
