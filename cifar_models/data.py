@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .common.errors import UserError
+
 # The md5 sums torchvision's CIFAR100 checks (the original files from cs.toronto.edu).
 CIFAR100_MD5 = {
     "train": "16019d7e3df5f24257cddd939b257f8d",
@@ -28,7 +30,7 @@ CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 DEFAULT_DATA_DIR = "data/cifar-100-python"
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """The data set is missing or not the file it should be; the message says what to do."""
 
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from .common.files import sha256_file  # noqa: F401  (re-exported)
 from .data import CIFAR100_MEAN, CIFAR100_STD
+from .common.errors import ConfigError, MissingFileError, UnknownNameError
 
 TIMM_PREFIX = "timm:"
 PALETTE = ("#E4572E", "#2E86AB", "#76B041", "#9B5DE5", "#F4A259", "#17BEBB", "#D81159", "#5C6B73")
@@ -66,8 +67,8 @@ def get_entry(name: str) -> ModelEntry:
         return _REGISTRY[name]
     if name.startswith(TIMM_PREFIX):
         return timm_entry(name[len(TIMM_PREFIX):])
-    raise KeyError(f"unknown model {name!r}; choose from {list_models()} or any timm architecture as "
-                   f"'{TIMM_PREFIX}NAME' (e.g. {TIMM_PREFIX}resnet18)")
+    raise UnknownNameError(f"unknown model {name!r}; choose from {list_models()} or any timm architecture as "
+                           f"'{TIMM_PREFIX}NAME' (e.g. {TIMM_PREFIX}resnet18)")
 
 
 def build_model(name: str, arch: dict | None = None, pretrained: str | None = None, num_classes: int = 100):
@@ -121,7 +122,7 @@ def _timm_build(arch_name: str, num_classes: int, pretrained, **kwargs):
         return timm.create_model(arch_name, pretrained=True, **kwargs), {"source": "hub", "id": f"timm/{arch_name}"}
     path = Path(pretrained)
     if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights file {path} not found")
+        raise MissingFileError(f"pretrained weights file {path} not found (--pretrained-file)")
     model = timm.create_model(arch_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
     return model, {"source": "file", "file": path.name, "sha256": sha256_file(path)}
 
@@ -134,7 +135,7 @@ def timm_entry(arch_name: str) -> ModelEntry:
     from timm.data import resolve_data_config
 
     if not timm.is_model(arch_name):
-        raise KeyError(f"timm has no architecture {arch_name!r} (see timm.list_models())")
+        raise UnknownNameError(f"timm has no architecture {arch_name!r} (see timm.list_models())")
     cfg = resolve_data_config({}, model=timm.create_model(arch_name, pretrained=False, num_classes=1))
     data_config = dict(input_size=int(cfg["input_size"][-1]), interpolation=cfg["interpolation"],
                        mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
@@ -199,7 +200,7 @@ class CNN9(nn.Module):
 
 def _cnn9_build(num_classes=100, pretrained=None, widths=(64, 128, 256, 512)):
     if pretrained:
-        raise ValueError("cnn9 is trained from scratch; it has no pretrained weights")
+        raise ConfigError("cnn9 is trained from scratch; it has no pretrained weights (drop --pretrained-file)")
     return CNN9(num_classes, tuple(widths)), None
 
 

@@ -33,6 +33,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from cifar_models.cli import add_debug_flag, existing_file, non_negative_int, positive_int, run  # noqa: E402
 from cifar_models.common.limits import MAX_UPLOAD_MB  # noqa: E402  (cheap: no torch, no gradio)
 from cifar_models.dashboard.launch import AppProcess, AppStartError  # noqa: E402
 EXAMPLE = ROOT / "examples" / "cifar" / "tiger_test422.png"
@@ -220,12 +221,14 @@ def models_ms(image=EXAMPLE, repeat: int = 30) -> dict[str, float]:
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--calls", type=int, default=50, help="sequential predict calls per app")
-    p.add_argument("--clients", type=int, default=20)
-    p.add_argument("--per-client", type=int, default=10)
-    p.add_argument("--rounds", type=int, default=3, help="load rounds per app, alternating bare and real")
-    p.add_argument("--total", type=int, default=1000, help="requests to the app before the last memory reading")
-    p.add_argument("--app", default=str(ROOT / "app.py"))
+    p.add_argument("--calls", type=positive_int, default=50, help="sequential predict calls per app")
+    p.add_argument("--clients", type=positive_int, default=20)
+    p.add_argument("--per-client", type=positive_int, default=10)
+    p.add_argument("--rounds", type=positive_int, default=3, help="load rounds per app, alternating bare and real")
+    p.add_argument("--total", type=non_negative_int, default=1000,
+                   help="requests to the app before the last memory reading")
+    p.add_argument("--app", default=str(ROOT / "app.py"), type=existing_file)
+    add_debug_flag(p)
     return p.parse_args(argv)
 
 
@@ -308,4 +311,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

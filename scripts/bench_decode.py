@@ -17,6 +17,9 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cifar_models.cli import add_debug_flag, positive_int, run  # noqa: E402
 
 CHILD = r"""
 import json, sys, time
@@ -45,12 +48,24 @@ def photo(w: int, h: int) -> Image.Image:
     return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
 
 
+def image_size(text: str) -> tuple[int, int]:
+    """'WIDTHxHEIGHT' -> (w, h), each 1..40000 px."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT (e.g. 6000x4000)") from None
+    if not (0 < w <= 40_000 and 0 < h <= 40_000):
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be 1 to 40000 px")
+    return w, h
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--size", default="6000x4000")
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--size", default=(6000, 4000), type=image_size, help="WIDTHxHEIGHT of the photo")
+    p.add_argument("--repeat", type=positive_int, default=5)
+    add_debug_flag(p)
     a = p.parse_args(argv)
-    w, h = map(int, a.size.lower().split("x"))
+    w, h = a.size
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "photo.jpg"
         photo(w, h).save(path, "JPEG", quality=92)
@@ -65,4 +80,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

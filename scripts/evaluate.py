@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from cifar_models import load_classifier, load_cifar100  # noqa: E402
+from cifar_models.cli import add_debug_flag, device_name, non_negative_int, positive_int, run  # noqa: E402
 from cifar_models.common.meta import checkpoint_paths, update_meta  # noqa: E402
 from cifar_models.common.reports import merge_report, replace_report, report_path  # noqa: E402
 from cifar_models.data import indices_digest, stratified_subset  # noqa: E402
@@ -38,10 +39,10 @@ def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoints/NAME (or NAME.safetensors / NAME.json)")
     p.add_argument("--data-dir", help="CIFAR-100 folder (default: $CIFAR100_DIR, else data/cifar-100-python)")
-    p.add_argument("--limit", type=int, help="evaluate on about N test images (stratified), for quick checks")
+    p.add_argument("--limit", type=positive_int, help="evaluate on about N test images (stratified), for quick checks")
     p.add_argument("--out", help="report path (default: NAME.eval.json beside the checkpoint)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", type=device_name)
+    p.add_argument("--batch-size", type=positive_int, default=250)
     p.add_argument("--no-verify", action="store_true", help="skip the md5 check")
     p.add_argument("--photo", action="store_true", help="only the photo-robustness check: top-1 on photo-like "
                    "versions of the images (upscaled, JPEG, seeded) beside the 32 px originals, saved as 'photo' "
@@ -50,10 +51,11 @@ def parse(argv=None) -> argparse.Namespace:
                    help="--photo on the validation split (for choosing) or the test set (for reporting)")
     p.add_argument("--corruptions", action="store_true",
                    help="run only the corruption benchmark and merge it into the report")
-    p.add_argument("--corruption-limit", type=int, default=DEFAULT_CORRUPTION_LIMIT,
+    p.add_argument("--corruption-limit", type=non_negative_int, default=DEFAULT_CORRUPTION_LIMIT,
                    help=f"test images for --corruptions, stratified (default {DEFAULT_CORRUPTION_LIMIT}; 0 = all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the --corruptions subset and corruptions")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the --corruptions subset and corruptions")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_debug_flag(p)
     a = p.parse_args(argv)
     if a.corruptions and a.limit:
         p.error("--limit applies to the plain evaluation; use --corruption-limit with --corruptions")
@@ -152,4 +154,4 @@ def corruption_run(a, clf, data, out: Path) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -14,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from PIL import Image  # noqa: E402
 
 from cifar_models import load_cifar100  # noqa: E402
+from cifar_models.cli import add_debug_flag, non_negative_int, run  # noqa: E402
+from cifar_models.common.errors import UserError  # noqa: E402
 from cifar_models.common.meta import checkpoint_names  # noqa: E402
 from cifar_models.common.reports import load_reports  # noqa: E402
 
@@ -27,9 +29,11 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data-dir")
     p.add_argument("--out", default=str(ROOT / "examples" / "cifar"))
-    p.add_argument("--disagreements", type=int, default=0, help="also save N test images the models disagree on")
+    p.add_argument("--disagreements", type=non_negative_int, default=0,
+                   help="also save N test images the models disagree on")
     p.add_argument("--pair", help="the two checkpoints compared for --disagreements, A,B (default: the first two of "
                                   "checkpoints/ with a full test report)")
+    add_debug_flag(p)
     a = p.parse_args(argv)
     data = load_cifar100(a.data_dir)
     out = Path(a.out)
@@ -44,8 +48,8 @@ def main(argv=None):
         reports = load_reports(folder, a.pair.split(",") if a.pair else checkpoint_names(folder))
         pair = [n for n in reports if reports[n].get("images")][:2]
         if len(pair) < 2:
-            sys.exit("make_examples.py: --disagreements needs two checkpoints with a full test report "
-                     "(python scripts/evaluate.py --checkpoint checkpoints/NAME)")
+            raise UserError("--disagreements needs two checkpoints with a full test report: run python "
+                            "scripts/evaluate.py --checkpoint checkpoints/NAME first")
         save_disagreements(data, a.disagreements, ROOT / "examples" / "disagreements", {n: reports[n] for n in pair})
 
 
@@ -69,4 +73,4 @@ def save_disagreements(data, n: int, out: Path, reports: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -13,19 +13,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cifar_models.cli import (add_debug_flag, device_name, fraction, non_negative_float, non_negative_int,  # noqa: E402
+                              positive_float, positive_int, run)
 from cifar_models.common.meta import CheckpointError  # noqa: E402
 from cifar_models.models import list_models  # noqa: E402
-from cifar_models.train.recipes import get_recipe  # noqa: E402
 from cifar_models.train.distill import check_config, teacher_name  # noqa: E402
 from cifar_models.train.distributed import Dist  # noqa: E402
 from cifar_models.train.loop import train  # noqa: E402
+from cifar_models.train.recipes import get_recipe  # noqa: E402
+from cifar_models.train.tracking import DEFAULT_PROJECT, WandbLogger  # noqa: E402
 
-# Recipe values a flag can override (--batch-size sets batch_size ...), with their types.
-RECIPE_FLAGS = dict(epochs=int, batch_size=int, lr=float, weight_decay=float, momentum=float, label_smoothing=float,
-                    warmup_epochs=float, crop_padding=int, seed=int, val_per_class=int, subset=int, optimizer=str,
-                    schedule=str, freeze=int, cache_views=int, input_size=int, photo_augment=float, flip=bool, compile=bool,
-                    channels_last=bool, distill_alpha=float, distill_temperature=float,
-                    distill_views=int)
+# Recipe values a flag can override (--batch-size sets batch_size ...), with their types (which reject bad values).
+RECIPE_FLAGS = dict(epochs=positive_int, batch_size=positive_int, lr=positive_float, weight_decay=non_negative_float,
+                    momentum=fraction, label_smoothing=fraction, warmup_epochs=non_negative_float,
+                    crop_padding=non_negative_int, seed=non_negative_int, val_per_class=positive_int,
+                    subset=positive_int, optimizer=str, schedule=str, freeze=non_negative_int,
+                    cache_views=positive_int, input_size=positive_int, photo_augment=fraction, flip=bool, compile=bool,
+                    channels_last=bool, distill_alpha=fraction, distill_temperature=positive_float,
+                    distill_views=positive_int)
+CHOICES = dict(optimizer=["sgd", "adamw"], schedule=["cosine", "linear"])
 ARCH_FLAGS = dict(widths=lambda s: [int(w) for w in s.split(",")], drop_rate=float, drop_path_rate=float)
 
 
@@ -45,14 +51,20 @@ def parse(argv=None) -> tuple[argparse.Namespace, dict]:
     p.add_argument("--from-scratch", action="store_true", help="no pretrained weights")
     p.add_argument("--teacher", help="distillation recipes (cnn9 --recipe cpu-distill): the teacher checkpoint, e.g. "
                                      "checkpoints/efficientnet_b0")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    p.add_argument("--device", default="auto", type=device_name, help="auto, cpu, cuda, cuda:1...")
     p.add_argument("--amp", choices=["auto", "on", "off"], help="bf16 autocast")
     for key, typ in RECIPE_FLAGS.items():
-        kw = dict(action=argparse.BooleanOptionalAction) if typ is bool else dict(type=typ)
+        kw = dict(action=argparse.BooleanOptionalAction) if typ is bool else dict(type=typ, choices=CHOICES.get(key))
         p.add_argument("--" + key.replace("_", "-"), **kw)
     for key, typ in ARCH_FLAGS.items():
         p.add_argument("--" + key.replace("_", "-"), type=typ, help="architecture option")
+    p.add_argument("--log-wandb", action="store_true", help="track the run in Weights & Biases (rank 0; offline "
+                   "without an API key: it prints the `wandb sync` command)")
+    p.add_argument("--wandb-project", help=f"W&B project (default {DEFAULT_PROJECT}; needs --log-wandb)")
+    add_debug_flag(p)
     a = p.parse_args(argv)
+    if a.wandb_project and not a.log_wandb:
+        p.error("--wandb-project needs --log-wandb")
 
     cfg = get_recipe(a.model, a.recipe)
     for key in RECIPE_FLAGS:
@@ -81,10 +93,11 @@ def main(argv=None):
     Dist.quiet_other_ranks()  # under torchrun only rank 0 prints anything, the recipe included
     a, cfg = parse(argv)
     command = "python scripts/train.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    tracker = WandbLogger(a.wandb_project or DEFAULT_PROJECT, a.run_dir) if a.log_wandb else None
     print(json.dumps({k: v for k, v in cfg.items() if k != "description"}))
-    train(cfg, data_dir=a.data_dir, out_dir=a.out, run_dir=a.run_dir, name=a.name, restart=a.restart,
-          run_test=not a.no_test, verify_md5=not a.no_verify, command=command)
+    return train(cfg, data_dir=a.data_dir, out_dir=a.out, run_dir=a.run_dir, name=a.name, restart=a.restart,
+                 run_test=not a.no_test, verify_md5=not a.no_verify, command=command, tracker=tracker)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

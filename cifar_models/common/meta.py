@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .errors import UserError
 from .files import atomic_write_json, sha256_file
 
 FORMAT = "cifar-compare/1"
@@ -23,7 +24,7 @@ HOW_TO_GET_ONE = ("Use the checkpoints shipped in checkpoints/ (git checkout -- 
                   "python scripts/train.py --model MODEL")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, damaged, or its two files do not belong together."""
 
 

@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -31,7 +31,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ..checkpoint import git_commit, half_state_dict, save_checkpoint
-from ..common.meta import build_meta
+from ..common.errors import ConfigError
+from ..common.meta import build_meta, checkpoint_paths
 from ..common.reports import report_path, save_report
 from ..data import (Cifar100, apply_augment, draw_augment, indices_digest, load_cifar100, stratified_split,
                    stratified_subset, to_model_input)
@@ -43,6 +44,9 @@ from . import distill
 from .distributed import Dist
 from .features import cache_key, cached_stage_outputs
 from .state import resume, save_state
+
+if TYPE_CHECKING:
+    from .tracking import WandbLogger
 
 
 def pick_device(name: str = "auto", dist: Dist | None = None) -> torch.device:
@@ -77,7 +81,7 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
         return torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True)
     if cfg["optimizer"] == "adamw":
         return torch.optim.AdamW(groups, lr=cfg["lr"])
-    raise ValueError(f"unknown optimizer {cfg['optimizer']!r}")
+    raise ConfigError(f"unknown optimizer {cfg['optimizer']!r}")
 
 
 class Tail(nn.Module):
@@ -211,7 +215,8 @@ def _setup_frozen(run: Run, cache_dir: Path) -> None:
     cfg, k = run.cfg, int(run.cfg["freeze"])
     stages = model_stages(cfg["model"], run.model)
     if not 0 < k < len(stages):
-        raise ValueError(f"freeze={k}: {cfg['model']} has {len(stages)} stages, so freeze must be 1..{len(stages) - 1}")
+        raise ConfigError(f"freeze={k}: {cfg['model']} has {len(stages)} stages, so --freeze must be "
+                          f"1..{len(stages) - 1}")
     for p in run.model.parameters():
         p.requires_grad_(False)
     run.trainable = Tail(stages[k:])
@@ -274,7 +279,7 @@ def _wrap(run: Run) -> None:
 def _setup_optimizer(run: Run) -> None:
     cfg, world = run.cfg, run.dist.world
     if run.batch_size % world:
-        raise ValueError(f"batch size {run.batch_size} must be a multiple of the process count {world}")
+        raise ConfigError(f"batch size {run.batch_size} must be a multiple of the process count {world}")
     run.opt = make_optimizer(run.trainable.parameters(), cfg)
     run.steps_per_epoch = len(run.train_idx) // run.batch_size
 
@@ -409,23 +414,45 @@ def _say(run: Run, text: str) -> None:
 
 
 # ----------------------------------------------------------------------------- all of it
-def train(cfg: dict, data_dir=None, out_dir="checkpoints", run_dir="runs", name: str | None = None,
-          restart: bool = False, run_test: bool = True, verify_md5: bool = True, command: str | None = None):
-    """Train per cfg (a resolved recipe), write the checkpoint; return its metadata (None on ranks > 0)."""
-    run = setup(cfg, data_dir, run_dir, name, verify_md5, command)
-    resumed = resume(run, restart)
-    if resumed:
-        _say(run, resumed)
+def _epochs(run: Run, tracker: "WandbLogger | None") -> None:
+    """The remaining epochs, each saved (and tracked) when done."""
     for epoch in range(len(run.history), run.cfg["epochs"]):
         row = run_epoch(run, epoch)
         run.elapsed += row["seconds"]
         run.history.append(row)
         if run.dist.is_main:
-            _say(run, f"epoch {row['epoch']:3d}/{cfg['epochs']}  train loss {row['train_loss']:.3f} acc "
+            _say(run, f"epoch {row['epoch']:3d}/{run.cfg['epochs']}  train loss {row['train_loss']:.3f} acc "
                       f"{row['train_acc']:.4f}  val loss {row['val_loss']:.3f} acc {row['val_acc']:.4f}  "
                       f"{row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s")
+        if tracker:
+            tracker.log_epoch(row)
         save_state(run)
-    meta = finish(run, out_dir, run_test) if run.dist.is_main else None
+
+
+def train(cfg: dict, data_dir=None, out_dir="checkpoints", run_dir="runs", name: str | None = None,
+          restart: bool = False, run_test: bool = True, verify_md5: bool = True, command: str | None = None,
+          tracker: "WandbLogger | None" = None):
+    """Train per cfg (a resolved recipe), write the checkpoint; return its metadata (None on ranks > 0).
+    tracker (tracking.WandbLogger): experiment tracking, from rank 0 only."""
+    run = setup(cfg, data_dir, run_dir, name, verify_md5, command)
+    resumed = resume(run, restart)
+    if resumed:
+        _say(run, resumed)
+    tracker = tracker if run.dist.is_main else None
+    if tracker:
+        tracker.start(run.cfg, run.name, dict(processes=run.dist.world, device=str(run.device), command=command))
+        for row in run.history:  # epochs done before an interruption
+            tracker.log_epoch(row)
+    try:
+        _epochs(run, tracker)
+        meta = finish(run, out_dir, run_test) if run.dist.is_main else None
+        if tracker:
+            tracker.finish(meta["metrics"], checkpoint_paths(Path(out_dir) / run.name), run.data.md5,
+                           dict(temperature=(meta.get("calibration") or {}).get("temperature")))
+    except BaseException:
+        if tracker:
+            tracker.abort()  # the tracked run is marked failed; the same command resumes the training
+        raise
     run.dist.barrier()
     run.dist.close()
     return meta

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+from ..common.errors import UnknownNameError
 from ..models import get_entry
 
 COMMON = dict(
@@ -45,6 +46,6 @@ def get_recipe(model: str, recipe: str = "default") -> dict:
     recipe = recipe or "default"
     entry = get_entry(model)
     if recipe not in entry.recipes:
-        raise KeyError(f"model {model!r} has no recipe {recipe!r}; known: {sorted(entry.recipes)}")
+        raise UnknownNameError(f"model {model!r} has no recipe {recipe!r}; known: {sorted(entry.recipes)}")
     name = model if recipe == "default" else f"{model}-{recipe}"
     return copy.deepcopy(dict(COMMON, **entry.recipes[recipe], model=model, recipe=name))

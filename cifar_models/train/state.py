@@ -15,6 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from ..common.errors import UserError
 from ..common.files import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
@@ -100,13 +101,13 @@ def resume(run: "Run", restart: bool = False) -> str | None:
     if restart or not path.exists():
         return None
     if identity(saved_config(path)) != identity(run.cfg):
-        raise SystemExit(f"{path} belongs to a different run configuration. Run the same command as before to "
-                         f"resume it, add --restart to discard it, or use another --name.")
+        raise UserError(f"{path} belongs to a different run configuration. Run the same command as before to "
+                        f"resume it, add --restart to discard it, or use another --name.")
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
     if int(meta.get("world", 1)) != run.dist.world:
-        raise SystemExit(f"{path} was written by {meta.get('world', 1)} process(es); resume it with the same number "
-                         f"(or --restart).")
+        raise UserError(f"{path} was written by {meta.get('world', 1)} process(es); resume it with the same number "
+                        f"(or --restart).")
     tensors = load_file(str(path), device="cpu")
     run.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict = {}
