@@ -2,13 +2,15 @@
 
 The dashboard runs this in its own process (`worker.py`), so that the web server starts and serves
 without importing torch; `MODEL_PROCESS=0 python app.py` runs it inside the app instead. Either way the
-app calls the same methods: `predict`, `explain`, `corrupted`, `live`, `gallery`, `warm_up`, and reads
+app calls the same methods: `predict`, `explain`, `corrupted`, `live`, `gallery`, `warm_up`, `evaluate_images`,
+and reads
 `info` (what was loaded, what failed, the corruptions on offer).
 """
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
@@ -31,6 +33,7 @@ class LocalModels:
         self.checkpoint_dir = Path(checkpoint_dir)
         self.models, self.failed = load_all(checkpoint_dir, device)
         self.batched = BatchedCompare(self.models)
+        self._evaluating = ThreadPoolExecutor(MAX_BATCH, thread_name_prefix="evaluate")
         self.reports = load_reports(checkpoint_dir, names=list(self.models))
         self._test_images = None
         self.info = dict(models={n: ModelInfo.of(c) for n, c in self.models.items()}, failed=dict(self.failed),
@@ -39,6 +42,14 @@ class LocalModels:
     def predict(self, image: Image.Image, names: list[str] | None = None) -> dict:
         """Top-5 of the named models (default: all) for one PIL image; see `compare.compare_inputs`."""
         return self.batched(image, names)
+
+    def evaluate_images(self, images: list[Image.Image], names: list[str] | None = None) -> list[dict]:
+        """`predict` for a chunk of images (Your images, scripts/evaluate.py --images): each goes through the
+        same micro-batcher as single predictions, so they share forward passes (up to MAX_BATCH) and a visitor's
+        /predict waits for one pass, not for the whole collection. Per image: calibrated top-5 per model."""
+        if names:
+            select(self.models, names)  # an unknown name: KeyError now, not once per image
+        return list(self._evaluating.map(lambda image: self.batched(image, names), images))
 
     def explain(self, name: str, image: Image.Image, class_name: str) -> Image.Image:
         """Grad-CAM of `class_name` for checkpoint `name`, overlaid on the image."""

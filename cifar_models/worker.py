@@ -32,7 +32,7 @@ from .images import ImageInputError
 
 ENV = "CIFAR_COMPARE_WORKER"  # host:port:key for the child
 ROOT = Path(__file__).resolve().parents[1]
-OPS = ("predict", "explain", "corrupted", "live", "gallery", "warm_up")
+OPS = ("predict", "explain", "corrupted", "live", "gallery", "warm_up", "evaluate_images")
 ERRORS = {"ImageInputError": ImageInputError, "KeyError": KeyError, "ValueError": ValueError}
 log = logging.getLogger("cifar_compare")
 
