@@ -42,7 +42,9 @@ from cifar_models.catalog import (ModelInfo, agreement_line, confusions_table, d
 from cifar_models.images import ImageInputError, open_image  # noqa: E402
 from cifar_models.plots import (corruption_curves, per_class_accuracy, reliability_diagram, topk_bars,  # noqa: E402
                                 training_curves)
+from cifar_models.stats import analysis_lines  # noqa: E402
 from cifar_models.webcam import RateMeter, frame_id  # noqa: E402
+from cifar_models.your_images_view import build_your_images_tab  # noqa: E402
 
 CSS = ".gradio-container {max-width: 1280px !important; margin: auto;}"
 MAX_SHOWN = 4  # models side by side at most
@@ -262,6 +264,11 @@ def build(host, reports: dict | None = None) -> gr.Blocks:
                     curve_loss = gr.Plot(show_label=False, elem_id="curve-loss")
             with gr.Tab("Live webcam", id="webcam"):
                 live_labels = webcam_view(shown, start)
+            with gr.Tab("Your images", id="yours"):  # every shown model on a ZIP of your labelled photos
+                build_your_images_tab(lambda images, names: HOST[0].evaluate_images(images, names),
+                                      lambda names: list(shown_models(names)), list(MODELS),
+                                      next(iter(MODELS.values())).meta["class_names"], model_titles(), upload_roots,
+                                      shown, image, tabs)
             with gr.Tab("Analysis", id="analysis"):
                 analysis = analysis_view(start)
                 corruption = corruption_view(start)
@@ -384,6 +391,7 @@ class analysis_view:
         self.note = gr.Markdown(self.missing(start), elem_id="analysis-note")
         gr.Markdown("Test-set figures, computed by `scripts/evaluate.py` and loaded at start-up. Probabilities in "
                     "the dashboard are temperature-scaled (fitted on the validation split).")
+        self.stats = gr.Markdown(self.stats_text(start), elem_id="analysis-stats")  # 95% intervals, McNemar
         self.per_class = gr.Plot(show_label=False, elem_id="per-class")
         with gr.Row(equal_height=True):
             self.reliability = [gr.Plot(show_label=False,
@@ -394,7 +402,7 @@ class analysis_view:
                 value, headers, label = self.confusion_table(start, i)
                 self.confusions.append(gr.Dataframe(value=value, headers=headers, label=label, interactive=False,
                                                     visible=self.has(start, i)))
-        self.outputs = [self.note, self.per_class, *self.reliability, *self.confusions]
+        self.outputs = [self.note, self.per_class, *self.reliability, *self.confusions, self.stats]
         self.gallery = self.items = None
         with_images = [n for n in REPORTS if REPORTS[n].get("images")]
         if len(with_images) < 2:
@@ -461,7 +469,11 @@ class analysis_view:
         for i in slots:
             value, headers, label = self.confusion_table(names, i)
             out.append(gr.Dataframe(value=value, headers=headers, label=label, visible=self.has(names, i)))
-        return out
+        return out + [self.stats_text(names)]
+
+    @staticmethod
+    def stats_text(names) -> str:
+        return analysis_lines({n: REPORTS[n] for n in names if n in REPORTS}, model_titles())
 
 
 def default_pair(start) -> tuple:

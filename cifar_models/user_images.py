@@ -276,7 +276,8 @@ def read_uploads(paths: list[str], classes: Iterable[str], limits: Limits = LIMI
         if zipfile.is_zipfile(path):
             out.extend(read_zip(path, classes, limits, prefix=f"{base}/" if len(paths) > 1 else "", name=base))
             continue
-        problem = file_problem(path, limits)
+        problem = (("not a readable ZIP archive" if base.lower().endswith(".zip") else "only ZIP archives are opened")
+                   if base.lower().endswith(ARCHIVE_SUFFIXES) else file_problem(path, limits))
         if problem:
             out.reject(base, problem)
         else:
