@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from .catalog import ModelInfo, load_reports, select, title
-from .compare import BatchedCompare, disagreements, explain, load_all, warm_steps
+from .compare import BatchedCompare, disagreements, explain, load_all, model_inputs, warm_steps
 from .corruptions import CORRUPTIONS, TITLES, scale
 from .robustness import corrupted_comparison, robustness_summary, to_display
 from .serving import MAX_BATCH
@@ -44,12 +44,14 @@ class LocalModels:
         return self.batched(image, names)
 
     def evaluate_images(self, images: list[Image.Image], names: list[str] | None = None) -> list[dict]:
-        """`predict` for a chunk of images (Your images, scripts/evaluate.py --images): each goes through the
-        same micro-batcher as single predictions, so they share forward passes (up to MAX_BATCH) and a visitor's
-        /predict waits for one pass, not for the whole collection. Per image: calibrated top-5 per model."""
-        if names:
-            select(self.models, names)  # an unknown name: KeyError now, not once per image
-        return list(self._evaluating.map(lambda image: self.batched(image, names), images))
+        """`predict` for a chunk of images (Your images, scripts/evaluate.py --images): made into the models'
+        inputs in parallel, then queued at once on the same micro-batcher as single predictions (one forward pass
+        per model for the chunk, up to MAX_BATCH), where they give way to them: a visitor's /predict waits for
+        at most the chunk's pass already running, never for the whole collection. Per image: calibrated top-5
+        per model (as `predict`)."""
+        chosen = select(self.models, names) if names else self.models
+        inputs = list(self._evaluating.map(lambda image: model_inputs(chosen, image), images))
+        return self.batched.batcher.submit_many([(x, list(chosen)) for x in inputs])
 
     def explain(self, name: str, image: Image.Image, class_name: str) -> Image.Image:
         """Grad-CAM of `class_name` for checkpoint `name`, overlaid on the image."""

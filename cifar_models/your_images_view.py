@@ -168,12 +168,23 @@ def build_your_images_tab(run: Runner, shown_names: Callable[[list], list[str]],
 
     gallery.select(pick, None, [image, tabs], api_visibility="private")
 
-    def evaluate_images(payload) -> dict:
-        """Every loaded model on an uploaded ZIP (sub-folders named after classes label the images) or image:
-        {"summary": {checkpoint: {"images", "labelled", "top1", "top5", ...}}, "rows": [...], "rejected": [...]}."""
-        return run_upload(payload, run, all_names, classes, roots()).api()
-
-    api_file = gr.File(visible=False, label="ZIP or image")
-    gr.Button(visible=False).click(evaluate_images, api_file, gr.JSON(visible=False), preprocess=False,
-                                   api_name="evaluate_images", **ON_EVALUATE)
+    add_api(run, all_names, classes, roots)
     return gallery
+
+
+def add_api(run: Runner, all_names: list[str], classes: list[str], roots: Callable[[], tuple]) -> None:
+    """The `/evaluate_images` endpoint (hidden components, on the evaluation's own queue slots)."""
+    def evaluate_images(payload, models: str | None = None) -> dict:
+        """Every loaded model (or the comma-separated `models`) on an uploaded ZIP (sub-folders named after
+        classes label the images) or image: {"summary": {checkpoint: {"images", "labelled", "top1", "top5",
+        ...}}, "rows": [...], "rejected": [...], "comparisons": [...]}."""
+        names = [n.strip() for n in (models or "").split(",") if n.strip()] or all_names
+        unknown = [n for n in names if n not in all_names]
+        if unknown:
+            raise gr.Error(f"no loaded model named {', '.join(unknown)}; loaded: {', '.join(all_names)}",
+                           title="Unknown model")
+        return run_upload(payload, run, names, classes, roots()).api()
+
+    api_file, api_models = gr.File(visible=False, label="ZIP or image"), gr.Textbox(visible=False, label="models")
+    gr.Button(visible=False).click(evaluate_images, [api_file, api_models], gr.JSON(visible=False), preprocess=False,
+                                   api_name="evaluate_images", **ON_EVALUATE)

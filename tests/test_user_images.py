@@ -235,3 +235,29 @@ def test_command_line_prints_figures_and_writes_the_csv(cnn9_only, tmp_path):
         bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), *args], capture_output=True,
                              text=True, timeout=300)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_bulk_items_share_calls_and_give_way_to_single_requests():
+    import threading
+    import time
+
+    from cifar_models.serving import MicroBatcher
+
+    calls, started = [], threading.Event()
+
+    def fn(items):
+        calls.append(list(items))
+        started.set()
+        time.sleep(0.2)
+        return [x * 10 for x in items]
+
+    batcher = MicroBatcher(fn, max_batch=4)
+    bulk = []
+    worker = threading.Thread(target=lambda: bulk.extend(batcher.submit_many(list(range(12)))))
+    worker.start()
+    started.wait(5)
+    assert batcher.submit(-1) == -10  # a visitor arrives while the first bulk call runs
+    worker.join(10)
+    assert bulk == [x * 10 for x in range(12)]
+    assert calls[0] == [0, 1, 2, 3] and calls[1] == [-1]  # served alone, right after the running bulk call
+    assert sorted(x for c in calls[2:] for x in c) == list(range(4, 12)) and all(len(c) <= 4 for c in calls)
