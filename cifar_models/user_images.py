@@ -139,7 +139,8 @@ def member_problem(info: zipfile.ZipInfo, limits: Limits = LIMITS) -> str | None
     if info.file_size == 0:
         return "empty (0 bytes)"
     if info.file_size > limits.file_bytes:
-        return f"{info.file_size / 2 ** 20:.1f} MB uncompressed, over the {limits.file_bytes / 2 ** 20:.0f} MB limit per image"
+        return (f"{info.file_size / 2 ** 20:.1f} MB uncompressed, over the {limits.file_bytes / 2 ** 20:.0f} MB "
+                f"limit per image")
     ratio = info.file_size / info.compress_size if info.compress_size else float("inf")
     if ratio > limits.ratio:
         return (f"compressed {ratio:,.0f}:1, over the {limits.ratio:.0f}:1 limit per file (a possible zip bomb): "
@@ -233,8 +234,8 @@ def read_folder(root, classes: Iterable[str], limits: Limits = LIMITS) -> Collec
                 out.reject(shown, problem or error)
                 continue
             out.items.append(Item(shown, cls, lambda full=full: _read_file(full, limits), os.path.getsize(full)))
-            if len(out.items) > limits.images:
-                break
+            if len(out.items) > limits.images:  # enough to refuse it (check_totals): stop walking
+                return out
     return out
 
 

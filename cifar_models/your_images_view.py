@@ -88,7 +88,8 @@ def gallery_views(ev: Evaluation, titles: dict[str, str]) -> dict[str, list[tupl
     views = {}
     for name in ev.names:
         wrong = [i for i in ev.wrong(name) if i in ev.kept]
-        views[f"{titles.get(name, name)}: wrong ({len(ev.wrong(name))})"] = [(jpeg(ev.kept[i]), caption(i)) for i in wrong]
+        views[f"{titles.get(name, name)}: wrong ({len(ev.wrong(name))})"] = [(jpeg(ev.kept[i]), caption(i))
+                                                                            for i in wrong]
     if len(ev.names) > 1:
         differ = ev.disagreements()
         views[f"The models disagree ({len(differ)})"] = [(jpeg(ev.kept[i]), caption(i)) for i in differ if i in ev.kept]
@@ -135,8 +136,8 @@ def build_your_images_tab(run: Runner, shown_names: Callable[[list], list[str]],
                                  elem_id="your-classes")
     views = gr.State({})
     view = gr.Radio(choices=[], label="Show", visible=False, elem_id="your-view")
-    gallery = gr.Gallery(label="Click an image to compare it in the Compare tab", columns=8, height=360,
-                         allow_preview=False, visible=False, elem_id="your-gallery")
+    gallery = gr.Gallery(label="Click an image to compare it in the Compare tab", columns=8, height=300,
+                         object_fit="contain", allow_preview=False, visible=False, elem_id="your-gallery")
     rejected = gr.Dataframe(headers=["file", "why it was not used"], label="Rejected files", interactive=False,
                             visible=False, elem_id="your-rejected")
 
