@@ -20,7 +20,7 @@ from .stats import accuracy_text, pairwise, wilson
 from .user_images import Collection, Item, decode
 
 CSV_COLUMNS = ("file", "label", "checkpoint", "prediction", "probability", "top5", "correct", "error")
-CHUNK = 8  # images per call to the models: a visitor's single prediction waits for at most one such pass
+CHUNK = 4  # images per call to the models: a visitor's single prediction waits for at most one such pass
 KEEP = 48  # images kept for the galleries, per model's mistakes and for the disagreements
 THUMB = 256  # px, the longest side of a kept image
 
