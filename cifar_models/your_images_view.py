@@ -63,8 +63,11 @@ def write_csv(ev: Evaluation) -> str:
     CSV_DIR.mkdir(exist_ok=True)
     old = sorted(CSV_DIR.glob("*/your_images.csv"), key=lambda p: p.stat().st_mtime)
     for p in old[:max(0, len(old) - CSV_KEEP + 1)]:
-        p.unlink(missing_ok=True)
-        p.parent.rmdir()
+        try:  # another evaluation may be removing it at the same moment
+            p.unlink(missing_ok=True)
+            p.parent.rmdir()
+        except OSError:
+            pass
     folder = CSV_DIR / uuid.uuid4().hex
     folder.mkdir()
     path = folder / "your_images.csv"
