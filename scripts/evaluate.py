@@ -1,6 +1,7 @@
 """Evaluate a checkpoint on the CIFAR-100 test set:
     python scripts/evaluate.py --checkpoint checkpoints/cnn9 [--data-dir DIR] [--limit N]
     python scripts/evaluate.py --checkpoint checkpoints/cnn9 --corruptions [--corruption-limit N] [--seed S]
+    python scripts/evaluate.py --images PATH [--checkpoint-dir DIR] [--csv OUT]   # your own labelled photos
 
 Prints top-1/top-5, NLL, ECE and the worst classes; writes the full report (per-class accuracy,
 confusion matrix, reliability bins, every image's top-1...) as JSON next to the checkpoint
@@ -37,7 +38,11 @@ DEFAULT_CORRUPTION_LIMIT = 700
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="checkpoints/NAME (or NAME.safetensors / NAME.json)")
+    p.add_argument("--checkpoint", help="checkpoints/NAME (or NAME.safetensors / NAME.json)")
+    p.add_argument("--images", help="instead: every checkpoint of --checkpoint-dir on a folder or .zip of your photos "
+                   "(sub-folders named after CIFAR-100 classes label them; see README, Your images)")
+    p.add_argument("--checkpoint-dir", default="checkpoints", help="with --images (default checkpoints/)")
+    p.add_argument("--csv", help="with --images: one row per (image, checkpoint), then one per rejected file")
     p.add_argument("--data-dir", help="CIFAR-100 folder (default: $CIFAR100_DIR, else data/cifar-100-python)")
     p.add_argument("--limit", type=positive_int, help="evaluate on about N test images (stratified), for quick checks")
     p.add_argument("--out", help="report path (default: NAME.eval.json beside the checkpoint)")
@@ -57,6 +62,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_debug_flag(p)
     a = p.parse_args(argv)
+    if not a.checkpoint and not a.images:
+        p.error("--checkpoint is required (or --images PATH)")
     if a.corruptions and a.limit:
         p.error("--limit applies to the plain evaluation; use --corruption-limit with --corruptions")
     return a
@@ -64,6 +71,9 @@ def parse(argv=None) -> argparse.Namespace:
 
 def main(argv=None):
     a = parse(argv)
+    if a.images:
+        from cifar_models.eval.your_images import run_images
+        return run_images(a.images, a.checkpoint_dir, a.csv, progress=not a.no_progress)
     if a.photo:
         return photo(a)
     clf = load_classifier(a.checkpoint, device=a.device)

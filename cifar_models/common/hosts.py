@@ -81,6 +81,11 @@ class ModelHost(ABC):
         images come from the local test set rather than the shipped PNGs in `folders`)."""
 
     @abstractmethod
+    def evaluate_images(self, images: list["Image.Image"], names: list[str] | None = None) -> list[dict]:
+        """`predict` for a chunk of images (Your images): one answer per image, each as `predict`'s. The chunk
+        gives way to single predictions: a visitor's `predict` waits for at most the chunk's pass running."""
+
+    @abstractmethod
     def warm_up(self) -> float:
         """Prepare the backend's kernels for every batch shape, between requests only; the seconds it took."""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..common.meta import title
+from ..common.stats import analysis_lines
 from .catalog import confusions_table
 from .plots import corruption_curves, per_class_accuracy, reliability_diagram
 from .requests import PRIVATE, host_errors
@@ -21,6 +22,7 @@ class AnalysisTab:
         self.note = gr.Markdown(self.missing(start), elem_id="analysis-note")
         gr.Markdown("Test-set figures, computed by `scripts/evaluate.py` and loaded at start-up. Probabilities in "
                     "the dashboard are temperature-scaled (fitted on the validation split).")
+        self.stats = gr.Markdown(self.stats_text(start), elem_id="analysis-stats")  # 95% intervals, McNemar
         self.per_class = gr.Plot(show_label=False, elem_id="per-class")
         with gr.Row(equal_height=True):
             self.reliability = [gr.Plot(show_label=False, elem_id=f"reliability-{i}", visible=self.has(start, i))
@@ -38,6 +40,10 @@ class AnalysisTab:
         return ("No analysis file for " + ", ".join(f"`{n}`" for n in lacking) + ": run `python scripts/evaluate.py "
                 "--checkpoint checkpoints/NAME` to add it." if lacking else "")
 
+    def stats_text(self, names) -> str:
+        """Each shown model's test top-1 with its 95% (Wilson) interval, and McNemar's test per pair."""
+        return analysis_lines({n: self.page.reports[n] for n in names if n in self.page.reports}, self.page.titles())
+
     def confusion_table(self, names, i: int) -> dict:
         if not self.has(names, i):
             return dict(value=[], headers=CONFUSION_HEADERS, label="Most frequent confusions", visible=False)
@@ -47,7 +53,7 @@ class AnalysisTab:
     def layout(self, names: list[str]) -> dict:
         reports, key = self.page.reports, tuple(names)
         have = {n: reports[n] for n in names if n in reports}
-        out = {self.note: self.missing(names),
+        out = {self.note: self.missing(names), self.stats: self.stats_text(names),
                self.per_class: self.page.figure(("per-class", key), lambda: per_class_accuracy(have) if have else None)}
         for i, plot in enumerate(self.reliability):
             figure = self.page.figure(("reliability", names[i]), lambda i=i: reliability_diagram(
@@ -58,7 +64,7 @@ class AnalysisTab:
 
     @property
     def layout_outputs(self) -> list:
-        return [self.note, self.per_class, *self.reliability, *self.confusions, *self.corruption.outputs]
+        return [self.note, self.stats, self.per_class, *self.reliability, *self.confusions, *self.corruption.outputs]
 
 
 class GalleryPanel:

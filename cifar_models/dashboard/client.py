@@ -190,5 +190,8 @@ class ModelProcess(ModelHost):
     def gallery(self, pair: tuple[str, str], folders: tuple = ()) -> tuple[list, int, bool]:
         return self._call("gallery", pair, folders)
 
+    def evaluate_images(self, images: list[Image.Image], names: list[str] | None = None) -> list[dict]:
+        return self._call("evaluate_images", images, names)
+
     def warm_up(self) -> float:
         return self._call("warm_up")

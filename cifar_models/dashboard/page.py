@@ -23,6 +23,7 @@ from .plots import use_colors
 from .requests import ON_MODELS, PRIVATE, host_errors, read_upload
 from .state import PageState
 from .webcam_tab import WebcamTab
+from .your_images_tab import YourImagesTab
 
 HEADER = ("# cifar-compare\nCIFAR-100 classifiers side by side: models trained from scratch and started from "
           "ImageNet weights, every checkpoint in the folder. Give them any picture and compare what they see.")
@@ -127,9 +128,12 @@ def build(page: PageState) -> tuple[gr.Blocks, Views]:
                 compare = CompareTab(page, shown)
             with gr.Tab("Live webcam", id="webcam"):
                 webcam = WebcamTab(page, shown)
+            with gr.Tab("Your images", id="yours"):  # every shown model on a ZIP of your labelled photos
+                yours = YourImagesTab(page, shown)
             with gr.Tab("Analysis", id="analysis"):
                 analysis = AnalysisTab(page)
         views = Views(compare, webcam, analysis)
+        yours.wire(compare.image, tabs)
         _wire(demo, page, views, shown, picker, tabs)
     demo.queue(**limits.QUEUE)
     return demo, views

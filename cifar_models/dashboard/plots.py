@@ -135,3 +135,27 @@ def corruption_curves(reports: dict[str, dict], titles: dict[str, str] | None = 
         text=f"Test top-1 against corruption severity ({', '.join(f'{k:,}' for k in sorted(n))} test images)", x=0.02),
         legend=dict(orientation="h", y=1.0 + 0.35 / rows, x=1, xanchor="right"), hovermode="closest",
         margin=dict(l=10, r=20, t=110, b=30))
+
+
+def accuracy_intervals(summary: dict[str, dict], titles: dict[str, str] | None = None) -> go.Figure:
+    """Top-1 and top-5 accuracy per model on a person's labelled images, with their 95% (Wilson) intervals as
+    error bars: where the bars overlap, the images do not tell the models apart. `summary`: the `user_results`
+    summary ({name: {"top1", "top5", "top1_ci95", "top5_ci95", "labelled"}})."""
+    names = [n for n, s in summary.items() if s.get("labelled")]
+    fig = go.Figure()
+    for metric, opacity in (("top1", 1.0), ("top5", 0.45)):
+        acc = [summary[n][metric] for n in names]
+        lo = [summary[n][f"{metric}_ci95"][0] for n in names]
+        hi = [summary[n][f"{metric}_ci95"][1] for n in names]
+        fig.add_trace(go.Bar(
+            x=[(titles or {}).get(n, n) for n in names], y=acc, name=metric.replace("top", "top-"), opacity=opacity,
+            marker_color=[_color(n) for n in names], text=[f"{a:.0%}" for a in acc], textposition="inside",
+            error_y=dict(type="data", symmetric=False, array=[h - a for h, a in zip(hi, acc)],
+                         arrayminus=[a - low for a, low in zip(acc, lo)], color="#333"),
+            customdata=[[low, h, summary[n]["labelled"]] for n, low, h in zip(names, lo, hi)],
+            hovertemplate="%{x}: %{y:.1%} (95% CI %{customdata[0]:.1%}–%{customdata[1]:.1%}, "
+                          "%{customdata[2]} images)<extra>" + metric + "</extra>"))
+    fig.update_yaxes(range=[0, 1], tickformat=".0%", title="accuracy on your labelled images")
+    return _layout(fig, CURVE_HEIGHT, barmode="group", title=dict(
+        text="Top-1 (solid) and top-5 (light) with 95% confidence intervals", x=0.02),
+        legend=dict(orientation="h", y=-0.15))

@@ -44,17 +44,37 @@ class MicroBatcher:
         with self._lock:
             self._waiting += 1
         try:
-            self._queue.put((item, future))
-            if self._thread is None:
-                with self._lock:
-                    if self._thread is None:
-                        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-                        self._thread.start()
+            self._queue.put((item, future, False))
+            self._start()
             return future.result()
         finally:
             with self._lock:
                 self._waiting -= 1
                 self._active_at = time.monotonic()
+
+    def submit_many(self, items: list) -> list:
+        """Results of several items queued at once (a bulk job: Your images), so that they share one call of fn.
+        They give way: a call that includes items from `submit` (a visitor waiting for one prediction) leaves
+        bulk items for the next call, so that visitor waits for at most the bulk call already running."""
+        futures = [Future() for _ in items]
+        with self._lock:
+            self._waiting += len(items)
+        try:
+            for item, future in zip(items, futures):
+                self._queue.put((item, future, True))
+            self._start()
+            return [f.result() for f in futures]
+        finally:
+            with self._lock:
+                self._waiting -= len(items)
+                self._active_at = time.monotonic()
+
+    def _start(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                    self._thread.start()
 
     def wait_idle(self, gap: float = IDLE_GAP_S) -> None:
         """Block until nothing has been submitted or waiting for `gap` seconds. Background work that can wait
@@ -67,15 +87,26 @@ class MicroBatcher:
                 return
             time.sleep(gap - quiet if quiet else gap / 4)
 
+    def _take(self) -> list:
+        """The next call's items: the first waiting, then whatever else waits, up to max_batch; single requests
+        before bulk ones (`submit_many`), whose items stay queued, in order, for a call of their own."""
+        waiting = [self._queue.get()]
+        while True:
+            try:
+                waiting.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        single = [w for w in waiting if not w[2]]
+        work = (single or waiting)[:self.max_batch]
+        taken = {id(w) for w in work}
+        for entry in waiting:
+            if id(entry) not in taken:
+                self._queue.put(entry)
+        return work
+
     def _run(self) -> None:
         while True:
-            work = [self._queue.get()]  # the first item, then whatever else is waiting
-            while len(work) < self.max_batch:
-                try:
-                    work.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            work = [(item, f) for item, f in work if f.set_running_or_notify_cancel()]
+            work = [(item, f) for item, f, _ in self._take() if f.set_running_or_notify_cancel()]
             if not work:
                 continue
             self.batches += 1

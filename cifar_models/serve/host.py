@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
@@ -18,7 +19,7 @@ from ..common.meta import CheckpointError, checkpoint_names, title
 from ..common.reports import load_reports
 from ..explain import heat_map
 from ..inference import Classifier, load_classifier
-from .batching import BatchedCompare, warm_steps
+from .batching import BatchedCompare, model_inputs, warm_steps
 from .gallery import disagreements
 from .lab import corrupted_comparison, live_predictions, robustness_summary, to_display
 
@@ -52,12 +53,20 @@ class LocalModels(ModelHost):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.models, failed = load_all(checkpoint_dir, device)
         self.batched = BatchedCompare(self.models)
+        self._converting = ThreadPoolExecutor(MAX_BATCH, thread_name_prefix="evaluate")  # a chunk's 32 px inputs
         self.reports = load_reports(checkpoint_dir, names=list(self.models))
         self._test_images = None
         self.info = HostInfo(models={n: ModelInfo.of(c) for n, c in self.models.items()}, failed=dict(failed))
 
     def predict(self, image: Image.Image, names: list[str] | None = None) -> dict:
         return self.batched(image, names)
+
+    def evaluate_images(self, images: list[Image.Image], names: list[str] | None = None) -> list[dict]:
+        """The chunk's inputs made in parallel, then queued at once on the micro-batcher that serves single
+        predictions (one forward pass per model for the chunk, up to MAX_BATCH), where they give way to them."""
+        chosen = select(self.models, names) if names else self.models
+        inputs = list(self._converting.map(lambda image: model_inputs(chosen, image), images))
+        return self.batched.batcher.submit_many([(x, list(chosen)) for x in inputs])
 
     def explain(self, name: str, image: Image.Image, class_name: str) -> Image.Image:
         return heat_map(select(self.models, [name])[name], image, class_name)

@@ -27,7 +27,7 @@ log = logging.getLogger("cifar_compare")
 def operations(host) -> dict[str, Callable]:
     """The calls the web process may make: exactly the `ModelHost` methods, by the names the client sends."""
     return {"predict": host.predict, "explain": host.explain, "corrupted": host.corrupted, "live": host.live,
-            "gallery": host.gallery, "warm_up": host.warm_up}
+            "gallery": host.gallery, "evaluate_images": host.evaluate_images, "warm_up": host.warm_up}
 
 
 def _load(conn: Connection, checkpoint_dir: str):
