@@ -37,6 +37,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from bench_app import first_answer, launch  # noqa: E402
+from cifar_models.cli import add_debug_flag, non_negative_float, non_negative_int, positive_int  # noqa: E402
+from cifar_models.cli import run as run_cli  # noqa: E402
 
 CIFAR = Path(os.environ.get("CIFAR100_DIR") or ROOT.parent / "shared" / "data" / "cifar-100-python")
 
@@ -161,14 +163,17 @@ def run(a: argparse.Namespace, work: Path) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=1000)
-    p.add_argument("--one-by-one", type=int, default=0, help="images sent one by one to /predict (default: all)")
-    p.add_argument("--probes", type=int, default=30, help="single /predict calls alone (p50)")
+    p.add_argument("--images", type=positive_int, default=1000)
+    p.add_argument("--one-by-one", type=non_negative_int, default=0,
+                   help="images sent one by one to /predict (default: all)")
+    p.add_argument("--probes", type=positive_int, default=30, help="single /predict calls alone (p50)")
     p.add_argument("--per-model", action="store_true", help="also each checkpoint alone")
     p.add_argument("--checkpoint-dir", default=str(ROOT / "checkpoints"))
-    p.add_argument("--max-upload-mb", type=int, default=100, help="the app's MAX_UPLOAD_MB for the ZIP")
-    p.add_argument("--settle", type=float, default=10, help="seconds between start-up and the first measurement")
+    p.add_argument("--max-upload-mb", type=positive_int, default=100, help="the app's MAX_UPLOAD_MB for the ZIP")
+    p.add_argument("--settle", type=non_negative_float, default=10,
+                   help="seconds between start-up and the first measurement")
     p.add_argument("--json", help="write the figures here")
+    add_debug_flag(p)
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-user-images-") as tmp:
         res = run(a, Path(tmp))
@@ -183,4 +188,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
