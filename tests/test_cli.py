@@ -81,7 +81,7 @@ def test_library_errors_are_user_errors():
 @pytest.mark.parametrize("argv, message", [
     (["--model", "nosuch"], "error: unknown model 'nosuch'; choose from ['cnn9', 'efficientnet_b0']"),
     (["--model", "timm:nosuch"], "error: timm has no architecture 'nosuch'"),
-    (["--model", "cnn9", "--recipe", "nope"], "error: model 'cnn9' has no recipe 'nope'; known: ['cpu', 'default']"),
+    (["--model", "cnn9", "--recipe", "nope"], "error: model 'cnn9' has no recipe 'nope'; known: ['cpu', 'cpu-distill', 'default']"),
     (["--model", "cnn9", "--epochs", "0"], "argument --epochs: '0' is not a whole number above 0"),
     (["--model", "cnn9", "--lr", "-0.1"], "argument --lr: '-0.1' is not a number above 0"),
     (["--model", "cnn9", "--label-smoothing", "2"], "argument --label-smoothing: '2' is not a number from 0 to 1"),
