@@ -27,8 +27,8 @@ def run_images(images: str, checkpoint_dir: str = "checkpoints", csv_out: str | 
         fail(f"the checkpoint folder {checkpoint_dir} does not exist.")
     host = LocalModels(checkpoint_dir)
     if not host.models:
-        fail(f"no usable checkpoint in {checkpoint_dir}" + "".join(f"\n- {n}: {w}" for n, w in host.failed.items()))
-    for name, why in host.failed.items():
+        fail(f"no usable checkpoint in {checkpoint_dir}" + "".join(f"\n- {n}: {w}" for n, w in host.info.failed.items()))
+    for name, why in host.info.failed.items():
         print(f"checkpoint {name} skipped: {why}", file=sys.stderr)
     classes = next(iter(host.models.values())).classes
     try:
