@@ -26,6 +26,7 @@ from cifar_models import load_classifier, load_cifar100  # noqa: E402
 from cifar_models.cli import add_debug_flag, device_name, non_negative_int, positive_int, run  # noqa: E402
 from cifar_models.common.meta import checkpoint_paths, update_meta  # noqa: E402
 from cifar_models.common.reports import merge_report, replace_report, report_path  # noqa: E402
+from cifar_models.common.stats import wilson  # noqa: E402
 from cifar_models.data import indices_digest, stratified_subset  # noqa: E402
 from cifar_models.eval.evaluation import evaluate_classifier, validation_split  # noqa: E402
 from cifar_models.eval.robustness import corruption_subset, evaluate_corruptions  # noqa: E402
@@ -85,9 +86,10 @@ def main(argv=None):
 
 def print_report(clf, report: dict, device: str) -> None:
     s = report["summary"]
+    lo, hi = wilson(round(s["top1"] * s["n"]), s["n"])
     print(f"{clf.name} on {report['test_images']} test images ({report['seconds']:.0f}s on {device}): top-1 "
-          f"{s['top1']:.2%}  top-5 {s['top5']:.2%}  NLL {s['nll']:.3f}  ECE {s['ece']:.3f}  superclass top-1 "
-          f"{report['superclass_top1']:.2%}")
+          f"{s['top1']:.2%} (95% CI {lo:.1%}-{hi:.1%})  top-5 {s['top5']:.2%}  NLL {s['nll']:.3f}  ECE {s['ece']:.3f}  "
+          f"superclass top-1 {report['superclass_top1']:.2%}")
     worst = sorted(report["per_class_accuracy"].items(), key=lambda kv: kv[1])[:5]
     print("weakest classes: " + ", ".join(f"{c} {v:.0%}" for c, v in worst))
     print("top confusions: " + ", ".join(f"{c['true']}->{c['predicted']} ({c['count']})"

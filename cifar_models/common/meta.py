@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .files import atomic_write_json, sha256_file
+from .stats import wilson
 
 FORMAT = "cifar-compare/1"
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area")
@@ -187,6 +188,14 @@ def distilled_line(meta: dict) -> str | None:
             + f" on the same augmented views{f' ({views} per image)' if views else ''}, as well as the labels.")
 
 
+def _test_line(test: dict) -> str:
+    """Test top-1 with its 95% (Wilson) interval, and top-5."""
+    n = int(test["n"])
+    lo, hi = wilson(round(test["top1"] * n), n)
+    return (f"- Test top-1 **{test['top1']:.2%}** (95% CI {lo:.1%}–{hi:.1%}), top-5 {test['top5']:.2%} "
+            f"({n:,} images)")
+
+
 def model_card(m) -> str:
     """A checkpoint's card (Markdown): what it is, how it was trained, its test figures and calibration."""
     meta = m.meta
@@ -197,8 +206,7 @@ def model_card(m) -> str:
     lines = [
         f"**{meta.get('recipe', {}).get('description') or meta.get('description', meta['model'])}**",
         f"- Parameters: {m.num_params / 1e6:.2f} M; input {size}x{size}; starts {start}",
-        f"- Test top-1 **{test['top1']:.2%}**, top-5 {test['top5']:.2%} ({test['n']:,} images)" if test else
-        "- Test metrics: not evaluated",
+        _test_line(test) if test else "- Test metrics: not evaluated",
         _trained_line(meta),
     ]
     if distilled_line(meta):

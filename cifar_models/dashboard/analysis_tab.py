@@ -6,7 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..common.meta import title
-from ..common.stats import analysis_lines
+from ..common.stats import analysis_lines, wilson
 from .catalog import confusions_table
 from .plots import corruption_curves, per_class_accuracy, reliability_diagram
 from .requests import PRIVATE, host_errors
@@ -141,12 +141,14 @@ class CorruptionPanel:
         if not have:
             return ("No corruption figures for the shown models yet: run `python scripts/evaluate.py --checkpoint "
                     "checkpoints/NAME --corruptions` for each.")
-        rows = ["| model | clean top-1 (same images) | mean corruption accuracy (mCA) | mCA / clean | test images |",
-                "|---|---|---|---|---|"]
+        rows = ["| model | clean top-1 (same images; 95% CI) | mean corruption accuracy (mCA) | mCA / clean | "
+                "test images |", "|---|---|---|---|---|"]
         titles = self.page.titles()
         for n, r in have.items():
             ev = r["corruption_eval"]
-            rows.append(f"| {titles.get(n, n)} | {ev['clean_top1']:.1%} | **{r['corruption_mca']:.1%}** | "
+            lo, hi = wilson(round(ev["clean_top1"] * ev["test_images"]), ev["test_images"])
+            rows.append(f"| {titles.get(n, n)} | {ev['clean_top1']:.1%} ({lo:.1%}–{hi:.1%}) | "
+                        f"**{r['corruption_mca']:.1%}** | "
                         f"{r['corruption_mca'] / ev['clean_top1']:.0%} | {ev['test_images']:,} (seed {ev['seed']}) |")
         return ("Top-1 on test images corrupted on the fly (`scripts/evaluate.py --corruptions`): each corruption "
                 "of the Robustness lab at severities 1-5; mCA is the mean over all of them.\n\n" + "\n".join(rows))
