@@ -98,7 +98,7 @@ class ModelProcess(ModelHost):
                     name, message = value
                     future.set_exception(ERRORS.get(name, ModelProcessError)(message))
         except BaseException as e:  # the child stopped (EOF), or could not start
-            code = proc.poll()
+            code = _reap(proc)
             reason = (str(e) if isinstance(e, ModelProcessError) else
                       f"the model process stopped{f' (exit code {code})' if code is not None else ''}")
             restart = serving and self._may_restart()
@@ -195,3 +195,12 @@ class ModelProcess(ModelHost):
 
     def warm_up(self) -> float:
         return self._call("warm_up")
+
+
+def _reap(proc: subprocess.Popen, timeout: float = 5.0) -> int | None:
+    """The exit code of a child whose connection just closed, once it has exited: a process closes its sockets
+    before it exits, so a bare poll() at that moment can miss it and leave a zombie beside its successor."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
