@@ -103,21 +103,24 @@ def _kill_after_first_state(cmd, state, env):
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
 
 
+EMA = ("--ema-decay", "0.9")  # the weight average is part of the resumable state too
+
+
 @pytest.mark.slow
 def test_sigkill_then_same_command_ends_bit_identical(cifar_fixture, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     ref = tmp_path / "ref"
-    subprocess.run(_train_cmd(cifar_fixture, ref), check=True, env=env, capture_output=True, timeout=900)
+    subprocess.run(_train_cmd(cifar_fixture, ref, *EMA), check=True, env=env, capture_output=True, timeout=900)
     run = tmp_path / "run"
     state = run / "runs" / "timm:test_efficientnet" / "state.safetensors"
-    _kill_after_first_state(_train_cmd(cifar_fixture, run), state, env)
+    _kill_after_first_state(_train_cmd(cifar_fixture, run, *EMA), state, env)
     assert not (run / "ck" / "timm:test_efficientnet.json").exists()
     from safetensors import safe_open
 
     with safe_open(str(state), "pt") as f:
         done_before = int(f.metadata()["epoch"])
     assert 1 <= done_before < 4
-    out = subprocess.run(_train_cmd(cifar_fixture, run), check=True, env=env, capture_output=True, text=True,
+    out = subprocess.run(_train_cmd(cifar_fixture, run, *EMA), check=True, env=env, capture_output=True, text=True,
                          timeout=900)
     assert f"resuming timm:test_efficientnet after epoch {done_before}/4" in out.stdout
     a, b = _weights(ref), _weights(run)
@@ -130,7 +133,7 @@ def test_sigkill_then_same_command_ends_bit_identical(cifar_fixture, tmp_path):
     assert ref_ck.keys() == run_ck.keys() and all(torch.equal(ref_ck[k], run_ck[k]) for k in ref_ck)
     assert [h["train_loss"] for h in meta["history"]] == [h["train_loss"] for h in ref_meta["history"]]
     # the same command with another configuration is refused
-    changed = _train_cmd(cifar_fixture, run)
+    changed = _train_cmd(cifar_fixture, run, *EMA)
     changed[changed.index("--epochs") + 1] = "5"
     bad = subprocess.run(changed, env=env, capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "different run configuration" in bad.stderr

@@ -42,6 +42,7 @@ from ..inference import classifier_from_state
 from ..models import build_model, count_params, get_entry, model_stages
 from . import distill
 from .distributed import Dist
+from .ema import WeightAverage
 from .features import cache_key, cached_stage_outputs
 from .state import resume, save_state
 
@@ -135,6 +136,7 @@ class Run:
     val_logits: torch.Tensor | None = None
     commit: str = "unknown"
     memory_format: torch.memory_format = torch.channels_last
+    ema: WeightAverage | None = None    # recipes with ema_decay > 0: the averaged weights (validated, shipped)
 
 
 # ----------------------------------------------------------------------------- setup
@@ -281,6 +283,8 @@ def _setup_optimizer(run: Run) -> None:
     if run.batch_size % world:
         raise ConfigError(f"batch size {run.batch_size} must be a multiple of the process count {world}")
     run.opt = make_optimizer(run.trainable.parameters(), cfg)
+    if cfg.get("ema_decay"):
+        run.ema = WeightAverage(run.trainable, cfg["ema_decay"])
     run.steps_per_epoch = len(run.train_idx) // run.batch_size
 
 
@@ -315,6 +319,8 @@ def run_epoch(run: Run, epoch: int) -> dict:
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
         run.opt.step()
+        if run.ema:
+            run.ema.update()
         sums += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double(),
                              torch.tensor(float(len(y)), device=dev, dtype=torch.float64)])
         if i % 10 == 0 or i == steps - 1:
@@ -334,9 +340,17 @@ def run_epoch(run: Run, epoch: int) -> dict:
 
 @torch.no_grad()
 def validate(run: Run) -> dict | None:
-    """Validation metrics, computed by rank 0 (others wait at the next collective); keeps the logits."""
+    """Validation metrics (of the weight average, if the recipe keeps one), computed by rank 0 (others wait at
+    the next collective); keeps the logits."""
     if not run.dist.is_main:
         return None
+    if run.ema:
+        with run.ema.swapped():
+            return _validate(run)
+    return _validate(run)
+
+
+def _validate(run: Run) -> dict:
     run.trainable.eval()
     out = []
     for i in range(0, len(run.val_source), run.batch_size):
@@ -374,6 +388,9 @@ def _describe(run: Run) -> dict:
 def finish(run: Run, out_dir="checkpoints", run_test: bool = True) -> dict:
     """Validation metrics, the test report of the shipped fp16 weights, and the checkpoint (rank 0)."""
     data = run.data
+    if run.ema:
+        run.ema.copy_to_module()  # what ships (and was validated) is the weight average
+        run.ema = None
     if run.val_logits is None:
         validate(run)
     meta = _describe(run)

@@ -81,6 +81,8 @@ def save_state(run: "Run") -> None:
                 scalars[f"{pid}.{k}"] = v
     rng_tensors, rng_meta = _rng_to_saved(rng)
     tensors.update(rng_tensors)
+    if run.ema:
+        tensors.update(run.ema.state())
     meta = dict(config=json.dumps(run.cfg), epoch=str(len(run.history)), history=json.dumps(run.history),
                 elapsed=str(run.elapsed), world=str(run.dist.world), opt_groups=json.dumps(opt_sd["param_groups"]),
                 opt_scalars=json.dumps(scalars), **rng_meta)
@@ -119,6 +121,8 @@ def resume(run: "Run", restart: bool = False) -> str | None:
         pid, name = k.split(".", 1)
         state.setdefault(int(pid), {})[name] = v
     run.opt.load_state_dict(dict(state=state, param_groups=json.loads(meta["opt_groups"])))
+    if run.ema:
+        run.ema.load(tensors)
     run.history, run.elapsed = json.loads(meta["history"]), float(meta["elapsed"])
     _set_rng_states(_rng_from_saved(tensors, meta, run.dist.rank))
     return f"resuming {run.name} after epoch {len(run.history)}/{run.cfg['epochs']} ({run.elapsed:.0f}s done)"
