@@ -15,6 +15,7 @@ from cifar_models.checkpoint import CheckpointError, checkpoint_paths
 from cifar_models.common.meta import model_card
 from cifar_models.data import apply_augment, photo_round_trip, to_model_input
 from cifar_models.train import distill
+from cifar_models.train.features import view_params
 from cifar_models.train.loop import run_epoch, setup, train
 from cifar_models.train.recipes import get_recipe
 from cifar_models.train.state import save_state
@@ -87,7 +88,7 @@ def test_cached_targets_are_the_teachers_outputs_on_the_students_views(trained_c
     pad, images = run.cfg["crop_padding"], run.data.train.images[run.train_idx]
     cache = cached_targets(tmp_path / "runs")
     assert cache.dtype == torch.float32 and cache.shape == (3, len(images), 100)
-    params = distill.view_params(len(images), 3, run.cfg["seed"], pad, 0.5)
+    params = view_params(len(images), 3, run.cfg["seed"], pad, 0.5)
     # Independently of the crop code: view 0 is the image and view 1 its mirror, each through the photo round trip
     # where its seeded share says so.
     for view, pixels in ((0, images), (1, images.flip(3))):
@@ -161,3 +162,47 @@ def test_interrupted_distillation_resumes_to_the_same_weights(trained_cnn, cifar
     b = load_file(str(run_dir / "cnn9" / "state.safetensors"))
     weights = [k for k in a if k.startswith("model.")]
     assert weights and all(torch.equal(a[k], b[k]) for k in weights), "the resumed distillation differs"
+
+
+def test_targets_from_a_frozen_teachers_own_cache_equal_its_outputs_on_pixels(cifar_fixture, tmp_path):
+    """A teacher trained on cached frozen-stage outputs (as EfficientNet-B0's CPU recipe is): when its cache holds
+    the student's views, the targets are its trained stages run on that cache, and they are the teacher's own
+    outputs on the student's pixels; without the cache, they come from pixels, and agree."""
+    teacher_cfg = get_recipe("timm:test_efficientnet", "default")
+    teacher_cfg.update(pretrained=None, input_size=32, freeze=1, cache_views=3, photo_augment=0.5, subset=200, epochs=3,
+                       batch_size=50, val_per_class=2, amp=False, device="cpu", optimizer="adamw", lr=1e-2)
+    kw = dict(data_dir=cifar_fixture, run_dir=tmp_path / "runs", verify_md5=False)
+    train(teacher_cfg, out_dir=tmp_path / "ck", run_test=False, name="frozen_teacher", **kw)
+    teacher_path = tmp_path / "ck" / "frozen_teacher"
+    cfg = distill_cfg(teacher_path, subset=200, distill_views=2, photo_augment=0.5)
+
+    run = setup(cfg, **kw)
+    assert run.teacher["targets_source"].startswith("frozen-stage cache ")
+    teacher = load_classifier(teacher_path)
+    pad, images = run.cfg["crop_padding"], run.data.train.images[run.train_idx]
+    params = view_params(len(images), 2, run.cfg["seed"], pad, 0.5)
+    (folder,) = (tmp_path / "runs" / "teacher-cache").iterdir()
+    shortcut = torch.stack([load_file(str(folder / f"view{v}-part0000.safetensors"))["out"] for v in range(2)])
+    for view in range(2):
+        own = teacher.logits(apply_augment(images, {k: p[view] for k, p in params.items()}, pad))
+        assert (shortcut[view] - own).abs().max() < distill.TOLERANCE
+        assert torch.allclose(shortcut[view], own, rtol=1e-2, atol=1e-3 * own.abs().max())  # fp16 storage only
+
+    for part in (tmp_path / "runs" / "feature-cache").rglob("view*-part*.safetensors"):
+        part.unlink()  # the teacher's cache gone: the same run computes its targets from pixels
+    run = setup(cfg, **kw)
+    assert run.teacher["targets_source"] == "pixels" and run.teacher["cache_key"] != folder.name
+    from_pixels = cached_targets_in(tmp_path / "runs" / "teacher-cache" / run.teacher["cache_key"], 2)
+    assert (from_pixels - shortcut).abs().max() < distill.TOLERANCE
+
+
+def cached_targets_in(folder, views: int) -> torch.Tensor:
+    return torch.stack([load_file(str(folder / f"view{v}-part0000.safetensors"))["out"] for v in range(views)])
+
+
+def test_deep_b0_recipe_caches_the_views_that_cnn9s_distillation_reads():
+    """So that `--recipe cpu-distill --teacher` a checkpoint of `cpu-deep` takes the shortcut on the same machine."""
+    teacher, student = get_recipe("efficientnet_b0", "cpu-deep"), get_recipe("cnn9", "cpu-distill")
+    assert teacher["freeze"] and teacher["cache_views"] >= student["distill_views"]
+    for key in ("photo_augment", "seed", "crop_padding", "val_per_class", "subset"):
+        assert teacher[key] == student[key], key

@@ -3,17 +3,25 @@ initialisation on a teacher checkpoint's soft targets, computed for exactly the 
 ("consistent teaching", Beyer et al. 2022), as well as on the labels.
 
 Views. Every training image has `distill_views` fixed augmented views, given by their parameters (crop
-offsets, flip, photo round trip: `data.draw_augment`'s choices) drawn once from a generator seeded by the
-run's seed: view 0 is the image itself, view 1 its mirror, views 2.. random crops (zero padding) with a
-random flip; in every view, a seeded share `photo_augment` of the images also goes through the photo round
-trip (as in the plain CPU recipe, to keep the photo-like drop small).
+offsets, flip, photo round trip: `data.draw_augment`'s choices), drawn once by `features.view_params`, the
+rule the frozen-stage caches use too: view 0 is the image itself, view 1 its mirror, views 2.. random crops
+(zero padding) with a random flip; in every view, a seeded share `photo_augment` of the images also goes
+through the photo round trip (as in the plain CPU recipe, to keep the photo-like drop small).
 
 Teacher targets. The teacher (any checkpoint with the same classes, `inference.load_classifier`) computes
 its raw logits (no calibration temperature) for every (view, image) once, at its own input size and
 normalisation (`Classifier.logits`, fp32), on the run's device. They are kept in fp32 under
 `runs/teacher-cache/KEY/` in resumable parts (`features.cached_parts`); KEY digests everything they depend
 on (the teacher's weights sha256 and input config, the data, the training indices, views, seed, padding,
-photo share). The seconds they took are the run's `teacher_targets` phase.
+photo share, source). The seconds they took are the run's `teacher_targets` phase.
+
+A shortcut, when the teacher was trained with frozen stages (EfficientNet-B0's CPU recipe): its training
+run cached the output of those stages for its views (features.py), and the views are the same rule, so
+with the same seed, padding, photo share and training images, the student's views are the first
+`distill_views` of the teacher's. The targets are then its trained stages run on that cache (`FrozenMaps`),
+several times faster than the whole network on pixels. Before it is used, the shortcut's logits are
+compared with the teacher's own on a few images (`check_frozen`); if they differ by more than `TOLERANCE`,
+or the cache is missing, the targets come from pixels, and the run says which.
 
 Each epoch the student draws one view per image (seeded by (seed, epoch)), sees that view's pixels, and
 minimises (Hinton et al. 2015)
@@ -22,6 +30,7 @@ minimises (Hinton et al. 2015)
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -29,9 +38,13 @@ import torch
 import torch.nn.functional as F
 
 from ..common.meta import CheckpointError, checkpoint_paths, read_meta
-from ..data import apply_augment, draw_augment
+from ..data import apply_augment
 from ..inference import Classifier, load_classifier
-from .features import PART, cache_key, cached_parts
+from ..models import model_stages
+from .features import (PART, cache_key, cached_parts, complete, fields_of_checkpoint, params_at, read_part,
+                       run_stages)
+
+TOLERANCE = 0.1  # largest |logit| difference allowed between the frozen-cache shortcut and the teacher on pixels
 
 LOSS = "alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE(student, label)"
 
@@ -88,34 +101,64 @@ def teacher_record(teacher: Classifier, path) -> dict:
                 input_size=teacher.data_config["input_size"], test_top1=test.get("top1"))
 
 
-def view_params(n: int, views: int, seed: int, pad: int, photo: float) -> dict[str, torch.Tensor]:
-    """The augmentation choices of every view of n images, each (views, n): dy, dx, flip (and resample with
-    photo > 0), for `data.apply_augment`. View 0 is the image, view 1 its mirror (see the module docstring)."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + 977)
-    p = {k: v.view(views, n) for k, v in draw_augment(views * n, g, pad, True, photo).items()}
-    p["dy"][:2] = p["dx"][:2] = pad  # padded by `pad` and cropped at (pad, pad): the image itself...
-    p["flip"][0], p["flip"][1:2] = False, True  # ...and its mirror
-    return p
+@dataclass
+class FrozenMaps:
+    """A teacher's own training cache: the output of its first `k` stages for its views, and its later stages."""
+    folder: Path
+    key: str
+    k: int
+    stages: list
 
 
-def params_at(params: dict, view, index) -> dict:
-    """The choices of (view, image) pairs: view and index are equal-length tensors (or a view and a slice)."""
-    return {k: v[view, index] for k, v in params.items()}
+def frozen_maps(teacher: Classifier, feature_cache: Path, *, views: int, n: int, seed: int, pad: int, photo: float,
+                indices: str) -> tuple[FrozenMaps | None, str]:
+    """The teacher's training cache when it holds the student's views (see the module docstring), and why not."""
+    fields = fields_of_checkpoint(teacher.meta)
+    if fields is None:
+        return None, "the teacher trained end to end (no frozen-stage cache)"
+    differ = [k for k, v in dict(seed=seed, pad=pad, photo=float(photo), indices=indices).items() if fields[k] != v]
+    if differ:
+        return None, f"the teacher's frozen-stage cache has other {', '.join(differ)}"
+    if fields["views"] < views:
+        return None, f"the teacher's frozen-stage cache has {fields['views']} views, {views} needed"
+    folder = Path(feature_cache) / cache_key(**fields)
+    if not complete(folder, views, n):
+        return None, f"the teacher's frozen-stage cache is not in {folder}"
+    k = int(fields["stages"])
+    return FrozenMaps(folder, folder.name, k, model_stages(teacher.name, teacher.model)[k:]), f"from {folder}"
+
+
+def maps_logits(maps: FrozenMaps, x: torch.Tensor, device) -> torch.Tensor:
+    """The teacher's logits (fp32, on the CPU) from a batch of its cached maps."""
+    x = x.to(device).float()
+    return run_stages(maps.stages, x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x).float().cpu()
+
+
+def check_frozen(teacher: Classifier, maps: FrozenMaps, images: torch.Tensor, params: dict, pad: int, device,
+                 n: int = 32) -> float:
+    """Largest |logit| difference between the shortcut and the teacher on pixels, on the first n images of view 0
+    (fp16 storage of the maps, and bf16 when the cache was made with autocast, make it small but not zero)."""
+    n = min(n, len(images))
+    pixels = apply_augment(images[:n], params_at(params, 0, slice(0, n)), pad)
+    return float((teacher.logits(pixels) - maps_logits(maps, read_part(maps.folder, 0, 0)[:n], device)).abs().max())
 
 
 def teacher_targets(teacher: Classifier, images: torch.Tensor, params: dict, *, device, pad: int, cache_dir,
-                    key: dict, batch_size: int = 128, rank: int = 0, world: int = 1, barrier=lambda: None,
-                    desc: str = "teacher targets") -> tuple[torch.Tensor, float]:
-    """fp32 (views, N, classes) teacher logits for every view of the uint8 `images` (host), computed once
-    and cached in resumable parts, and the seconds they took in all."""
+                    key: dict, maps: FrozenMaps | None = None, batch_size: int = 128, rank: int = 0, world: int = 1,
+                    barrier=lambda: None, desc: str = "teacher targets") -> tuple[torch.Tensor, float]:
+    """fp32 (views, N, classes) teacher logits for every view of the uint8 `images` (host), computed once (from
+    pixels, or from the teacher's frozen-stage `maps`) and cached in resumable parts, and the seconds they took."""
     views = len(params["dy"])
 
     def compute(v: int, p: int, bar) -> torch.Tensor:
         part = slice(p * PART, (p + 1) * PART)
-        chunk = apply_augment(images[part].to(device), params_at(params, v, part), pad)  # as the student sees it
+        if maps is None:  # the view's pixels, as the student sees them
+            chunk, logits = apply_augment(images[part].to(device), params_at(params, v, part), pad), teacher.logits
+        else:
+            chunk, logits = read_part(maps.folder, v, p), lambda x, _: maps_logits(maps, x, device)
         out = []
         for i in range(0, len(chunk), batch_size):
-            out.append(teacher.logits(chunk[i:i + batch_size], batch_size))
+            out.append(logits(chunk[i:i + batch_size], batch_size))
             bar.update(len(out[-1]))
         return torch.cat(out).float()
 
@@ -147,10 +190,10 @@ def loss_for(cfg: dict, device) -> Callable:
                                                   alpha, t, ls)
 
 
-def settings(cfg: dict, cache: str) -> dict:
-    """The distillation settings a checkpoint records."""
+def settings(cfg: dict, teacher: dict) -> dict:
+    """The distillation settings a checkpoint records (`teacher`: the run's record of it)."""
     return dict(alpha=float(cfg["distill_alpha"]), temperature=float(cfg["distill_temperature"]),
                 views=int(cfg["distill_views"]), photo_augment=float(cfg.get("photo_augment") or 0.0),
                 crop_padding=int(cfg["crop_padding"]), loss=LOSS, label_smoothing=float(cfg["label_smoothing"]),
                 targets="the teacher's raw logits (no calibration temperature) for each (view, image), fp32",
-                cache_key=cache)
+                targets_source=teacher.get("targets_source"), cache_key=teacher["cache_key"])

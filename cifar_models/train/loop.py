@@ -43,7 +43,7 @@ from ..models import build_model, count_params, get_entry, model_stages
 from . import distill
 from .distributed import Dist
 from .ema import WeightAverage
-from .features import cache_key, cached_stage_outputs
+from .features import cache_key, cached_stage_outputs, frozen_cache_fields, view_params
 from .state import resume, save_state
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ def setup(cfg: dict, data_dir=None, run_dir="runs", name: str | None = None, ver
     if cfg["freeze"]:
         _setup_frozen(run, Path(run_dir) / "feature-cache")
     elif cfg.get("distill_alpha"):
-        _setup_distill(run, Path(run_dir) / "teacher-cache")
+        _setup_distill(run, Path(run_dir) / "teacher-cache", Path(run_dir) / "feature-cache")
     else:
         _setup_end_to_end(run)
     _setup_optimizer(run)
@@ -224,15 +224,16 @@ def _setup_frozen(run: Run, cache_dir: Path) -> None:
     run.trainable = Tail(stages[k:])
     for p in run.trainable.parameters():
         p.requires_grad_(True)
-    views = int(cfg["cache_views"])
-    common = dict(model=cfg["model"], arch=cfg["arch"], pretrained=run.pretrained, stages=k, data_config=run.data_cfg,
-                  data_md5=run.data.md5["train"], amp=run.amp, seed=cfg["seed"], pad=cfg["crop_padding"])
+    views, pad, photo = int(cfg["cache_views"]), cfg["crop_padding"], float(cfg.get("photo_augment") or 0.0)
     seconds = 0.0
-    for split, idx, n_views in (("train", run.train_idx, views), ("val", run.val_idx, 1)):
+    for split, idx, n_views, share in (("train", run.train_idx, views, photo), ("val", run.val_idx, 1, 0.0)):
+        key = frozen_cache_fields(model=cfg["model"], arch=cfg["arch"], pretrained=run.pretrained, stages=k,
+                                  data_config=run.data_cfg, data_md5=run.data.md5["train"], amp=run.amp,
+                                  seed=cfg["seed"], pad=pad, photo=share, indices=indices_digest(idx), views=n_views)
         out, s = cached_stage_outputs(
-            stages[:k], run.data.train.images[idx], n_views, run.data_cfg, device=run.device, amp=run.amp,
-            cache_dir=cache_dir, key=dict(common, indices=indices_digest(idx), views=n_views), seed=cfg["seed"],
-            pad=cfg["crop_padding"], rank=run.dist.rank, world=run.dist.world, barrier=run.dist.barrier,
+            stages[:k], run.data.train.images[idx], view_params(len(idx), n_views, cfg["seed"], pad, share),
+            run.data_cfg, device=run.device, amp=run.amp, cache_dir=cache_dir, key=key, pad=pad,
+            rank=run.dist.rank, world=run.dist.world, barrier=run.dist.barrier,
             desc=f"{split}: stages 1-{k} x {n_views} view(s)")
         seconds += s
         if split == "train":
@@ -246,23 +247,36 @@ def _setup_frozen(run: Run, cache_dir: Path) -> None:
     _wrap(run)
 
 
-def _setup_distill(run: Run, cache_dir: Path) -> None:
+def _setup_distill(run: Run, cache_dir: Path, feature_cache: Path) -> None:
     """End to end on uint8 images, each epoch on one of `distill_views` fixed views per image, whose teacher
     logits are computed once (cached, resumable) and taught with Hinton's loss (see distill.py)."""
     cfg, pad = run.cfg, run.cfg["crop_padding"]
     _setup_end_to_end(run)
     teacher = distill.load_teacher(cfg["teacher"], run.data.class_names, run.device)
-    params = distill.view_params(len(run.train_idx), int(cfg["distill_views"]), cfg["seed"], pad,
-                                 float(cfg.get("photo_augment") or 0.0))
+    views, photo, seed, indices = int(cfg["distill_views"]), float(cfg.get("photo_augment") or 0.0), cfg["seed"], \
+        indices_digest(run.train_idx)
+    params = view_params(len(run.train_idx), views, seed, pad, photo)
+    images = run.data.train.images[run.train_idx]
+    maps, why = distill.frozen_maps(teacher, feature_cache, views=views, n=len(images), seed=seed, pad=pad,
+                                    photo=photo, indices=indices)
+    if maps is not None:
+        gap = distill.check_frozen(teacher, maps, images, params, pad, run.device)
+        if gap > distill.TOLERANCE:
+            maps, why = None, f"its frozen-stage cache gives logits {gap:.3g} away from the teacher's own"
+        else:
+            why += f" (largest |logit| difference from the teacher on pixels, 32 images: {gap:.2g})"
+    source = f"frozen-stage cache {maps.key}: the teacher's stages {maps.k + 1}.. on it" if maps else "pixels"
+    _say(run, f"teacher targets from {'its frozen-stage cache ' + why if maps else 'pixels: ' + why}")
     key = dict(teacher_sha256=teacher.meta.get("weights_sha256"), teacher_data_config=teacher.data_config,
-               data_md5=run.data.md5["train"], indices=indices_digest(run.train_idx), views=int(cfg["distill_views"]),
-               seed=cfg["seed"], pad=pad, photo=float(cfg.get("photo_augment") or 0.0), kind="teacher logits fp32")
+               data_md5=run.data.md5["train"], indices=indices, views=views, seed=seed, pad=pad, photo=photo,
+               kind="teacher logits fp32", source=source)
     targets, run.teacher_seconds = distill.teacher_targets(
-        teacher, run.data.train.images[run.train_idx], params, device=run.device, pad=pad, cache_dir=cache_dir,
-        key=key, rank=run.dist.rank, world=run.dist.world, barrier=run.dist.barrier,
-        desc=f"teacher {teacher.checkpoint}: logits x {cfg['distill_views']} view(s)")
-    run.teacher = dict(distill.teacher_record(teacher, cfg["teacher"]), cache_key=cache_key(**key))
-    del teacher
+        teacher, images, params, device=run.device, pad=pad, cache_dir=cache_dir, key=key, maps=maps,
+        rank=run.dist.rank, world=run.dist.world, barrier=run.dist.barrier,
+        desc=f"teacher {teacher.checkpoint}: logits x {views} view(s)")
+    run.teacher = dict(distill.teacher_record(teacher, cfg["teacher"]), cache_key=cache_key(**key),
+                       targets_source=source)
+    del teacher, maps
     run.draw = lambda perm, g: distill.epoch_choices(perm, g, params, targets)
     run.loss = distill.loss_for(cfg, run.device)
 
@@ -377,7 +391,7 @@ def _describe(run: Run) -> dict:
         metrics=dict(validation=metrics.summarize(run.val_logits, run.val_labels), test=None),
         data_md5=data.md5, epochs=len(run.history), train_seconds=run.elapsed,
         feature_extraction_seconds=run.feature_seconds, teacher_targets_seconds=run.teacher_seconds,
-        teacher=run.teacher, distillation=distill.settings(run.cfg, run.teacher["cache_key"]) if run.teacher else None,
+        teacher=run.teacher, distillation=distill.settings(run.cfg, run.teacher) if run.teacher else None,
         images_per_s=float(np.mean([h["images_per_s"] for h in run.history])) if run.history else None,
         device=_device_name(run.device), processes=run.dist.world, amp=run.amp, command=run.command,
         git_commit=run.commit, torch_version=torch.__version__,
