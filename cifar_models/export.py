@@ -28,7 +28,7 @@ from torch import nn
 
 from .data import to_model_input
 from .common.errors import UserError, import_or_explain
-from .inference import Classifier
+from .inference import Classifier, forward_logits
 
 OPSET = 17  # Resize with cubic mode is exact there; onnxruntime (also web and mobile) runs it
 INPUT, OUTPUT = "images", "probabilities"
@@ -45,7 +45,7 @@ class OnnxClassifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = to_model_input(images.permute(0, 3, 1, 2), self.data_config)
-        return (self.model(x).float() / self.temperature).softmax(1)
+        return (forward_logits(self.model, x, self.data_config).float() / self.temperature).softmax(1)
 
 
 def metadata(clf: Classifier) -> dict[str, str]:

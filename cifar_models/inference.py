@@ -53,6 +53,15 @@ def to_cifar_uint8(img: Image.Image, size: int = 32) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
+def forward_logits(model: torch.nn.Module, x: torch.Tensor, data_cfg: dict) -> torch.Tensor:
+    """The network's logits for normalised input x. With `flip_average` in the checkpoint's data config (a
+    test-time augmentation, twice the compute), the mean of the logits of x and of its mirror image."""
+    logits = model(x)
+    if data_cfg.get("flip_average"):
+        logits = (logits + model(x.flip(3))) / 2
+    return logits
+
+
 class Classifier:
     """A trained model plus everything needed to use it, read from its checkpoint JSON."""
 
@@ -91,7 +100,7 @@ class Classifier:
         out = []
         for i in range(0, len(images_uint8), batch_size):
             x = to_model_input(images_uint8[i:i + batch_size].to(self.device), self.data_config)
-            out.append(self.model(x).float().cpu())
+            out.append(forward_logits(self.model, x, self.data_config).float().cpu())
         return torch.cat(out) if out else torch.empty(0, len(self.classes))
 
     def proba(self, images_uint8: torch.Tensor, calibrated: bool = True) -> torch.Tensor:

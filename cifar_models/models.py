@@ -276,7 +276,7 @@ register(ModelEntry(
         # so that a student of this checkpoint takes its teacher targets from this run's cache (train/distill.py).
         "cpu-deep": dict(arch=dict(drop_rate=0.2, drop_path_rate=0.2), pretrained="hub", input_size=192, freeze=5,
                          cache_views=4, photo_augment=0.5, epochs=8, batch_size=128, optimizer="adamw", lr=1e-3,
-                         weight_decay=0.05, warmup_epochs=0.5, ema_decay=0.998, notes=_CPU_NOTE,
+                         weight_decay=0.05, warmup_epochs=0.5, ema_decay=0.998, flip_average=True, notes=_CPU_NOTE,
                          description="EfficientNet-B0 from ImageNet-1k, stages 5-7 + head fine-tuned on cached "
                                      "stage-4 feature maps at 192 px, weight average, CPU recipe"),
         # The earlier CPU recipe: frozen network, new classifier on cached pooled features.

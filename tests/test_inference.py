@@ -97,6 +97,7 @@ def _copy_checkpoint(trained_cnn, folder, **changes):
     ({"superclass_of": [99] * 100}, "'superclass_of' must give"),
     ({"data_config.mean": [0.5, 0.5]}, "'data_config.mean' and 'std'"),
     ({"data_config.input_size": "32"}, "'data_config.input_size'"),
+    ({"data_config.flip_average": "yes"}, "'data_config.flip_average' must be true or false"),
     ({"calibration": {"temperature": -1}}, "'calibration.temperature'"),
     ({"arch": {"widths": [8, 16, 32, 128]}}, "does not fit the model"),
 ])
@@ -121,3 +122,27 @@ def test_weights_come_only_from_safetensors(trained_cnn, tmp_path):
         load_classifier(path)
     with pytest.raises(CheckpointError):
         load_classifier(tmp_path / "cnn9.pt")  # any other name still means NAME.safetensors + NAME.json
+
+
+def test_flip_average_in_the_data_config_averages_image_and_mirror(trained_cnn, tmp_path):
+    """A checkpoint whose data config says flip_average predicts the mean logits of the image and its mirror: in
+    PyTorch, on its card, and in its ONNX export."""
+    import torch
+
+    plain = load_classifier(trained_cnn[0])
+    flipped = load_classifier(_copy_checkpoint(trained_cnn, tmp_path, **{"data_config.flip_average": True}))
+    x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    expected = (plain.logits(x) + plain.logits(x.flip(3))) / 2
+    assert torch.allclose(flipped.logits(x), expected, atol=1e-5)
+    assert not torch.allclose(plain.logits(x), expected, atol=1e-3)
+    from cifar_models.common.meta import model_card
+
+    assert "its mirror image: predictions average both" in model_card(flipped)
+    assert "mirror" not in model_card(plain)
+    ort = pytest.importorskip("onnxruntime")
+    from cifar_models.export import export_onnx
+
+    path = export_onnx(flipped, tmp_path / "flip.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    probs = session.run(None, {"images": x.permute(0, 2, 3, 1).numpy()})[0]
+    assert np.allclose(probs, flipped.proba(x).numpy(), atol=1e-5)

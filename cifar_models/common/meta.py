@@ -114,6 +114,8 @@ def _data_config_problems(dc) -> list[str]:
         bad.append("'data_config.interpolation' must be " + ", ".join(INTERPOLATIONS[:-1]) + " or area")
     if not _is_numbers(dc.get("mean"), 3) or not _is_numbers(dc.get("std"), 3) or not all(x > 0 for x in dc["std"]):
         bad.append("'data_config.mean' and 'std' must be 3 numbers each (std > 0)")
+    if not isinstance(dc.get("flip_average", False), bool):
+        bad.append("'data_config.flip_average' must be true or false")
     return bad
 
 
@@ -205,7 +207,9 @@ def model_card(m) -> str:
     size = meta["data_config"]["input_size"]
     lines = [
         f"**{meta.get('recipe', {}).get('description') or meta.get('description', meta['model'])}**",
-        f"- Parameters: {m.num_params / 1e6:.2f} M; input {size}x{size}; starts {start}",
+        f"- Parameters: {m.num_params / 1e6:.2f} M; input {size}x{size}"
+        f"{' (and its mirror image: predictions average both)' if meta['data_config'].get('flip_average') else ''}"
+        f"; starts {start}",
         _test_line(test) if test else "- Test metrics: not evaluated",
         _trained_line(meta),
     ]

@@ -158,6 +158,8 @@ def setup(cfg: dict, data_dir=None, run_dir="runs", name: str | None = None, ver
     data_cfg = dict(entry.data_config, source_size=32)
     if cfg.get("input_size"):
         data_cfg["input_size"] = int(cfg["input_size"])
+    if cfg.get("flip_average"):
+        data_cfg["flip_average"] = True  # travels with the checkpoint: every prediction averages image and mirror
     model, pretrained = build_model(cfg["model"], cfg["arch"], cfg["pretrained"], len(data.class_names))
     fmt = torch.channels_last if cfg.get("channels_last", True) else torch.contiguous_format
     model = dist.sync_batchnorm(model.to(device, memory_format=fmt), device)

@@ -30,6 +30,7 @@ COMMON = dict(
     distill_alpha=0.0,       # weight of the teacher's term (0: no distillation, labels only; 1: the teacher only)
     distill_temperature=4.0, # softmax temperature T of the teacher's and the student's logits in that term
     distill_views=4,         # fixed augmented views per training image whose teacher logits are cached
+    flip_average=False,      # predictions (test report, app, ONNX) average the image and its mirror: twice the compute
     ema_decay=0.0,           # > 0: validate and ship an exponential moving average of the weights (train/ema.py)
     amp="auto",              # bf16 autocast: on for CUDA and for CPUs with native bf16
     compile=False,
