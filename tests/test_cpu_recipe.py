@@ -57,3 +57,23 @@ def test_efficientnet_b0_cpu_recipe_caches_trains_saves_loads_and_predicts(cifar
     assert kept.stat().st_mtime_ns == kept_mtime
     after = load_file(str(lost))
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in after)
+
+
+def test_views_without_photo_are_the_shipped_runs_views():
+    """The view rule (features.view_params), which distillation shares, gives with no photo share exactly the crops
+    and flips that the shipped EfficientNet-B0 was trained on: the image, its mirror, then per (view, part) a
+    generator seeded by seed * 1,000,003 + view * 10,007 + part. With a photo share, the same crops and flips."""
+    from cifar_models.data import apply_augment, draw_augment
+    from cifar_models.train.features import PART, params_at, view_params
+
+    n, pad = PART + 50, 4
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
+    params, photo = view_params(n, 4, 0, pad), view_params(n, 4, 0, pad, 0.5)
+    for v in range(4):
+        for p in range(2):
+            part = slice(p * PART, (p + 1) * PART)
+            shipped = images[part] if v == 0 else images[part].flip(3) if v == 1 else apply_augment(
+                images[part], draw_augment(len(images[part]), torch.Generator().manual_seed(v * 10_007 + p), pad), pad)
+            assert torch.equal(apply_augment(images[part], params_at(params, v, part), pad), shipped)
+            assert all(torch.equal(photo[k][v, part], params[k][v, part]) for k in ("dy", "dx", "flip"))
+    assert 0.3 < (photo["resample"] > 0).float().mean() < 0.7

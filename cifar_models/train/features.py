@@ -5,8 +5,8 @@ image and on a few augmented views of each training image; their output is store
 remaining stages train on it. The views (`view_params`) are shared with distillation (distill.py), which
 can read a teacher's cache instead of running the teacher's frozen stages again: view 0 is the image
 itself, view 1 its mirror, views 2.. random crops (zero padding) with a random flip; in every view a seeded
-share `photo` of the images also goes through the photo round trip. Each view is drawn from its own
-generator seeded by (seed, view), so view v is the same whatever the number of views.
+share `photo` of the images also goes through the photo round trip. Each view is drawn part by part from
+generators seeded by (seed, view, part), so view v is the same whatever the number of views or processes.
 
 The cache is written in parts of `PART` images (safetensors, atomically; `cached_parts`, which the
 distillation's teacher targets use too): an extraction killed at any moment resumes at the first
@@ -30,19 +30,25 @@ from tqdm import tqdm
 from ..data import apply_augment, draw_augment, to_model_input
 
 PART = 2048
-VIEWS_RULE = "view_params: one generator per (seed, view); photo share in every view"
+VIEWS_RULE = "view_params: a generator per (seed, view, part); photo share in every view"
 
 
 def view_params(n: int, views: int, seed: int, pad: int, photo: float = 0.0) -> dict[str, torch.Tensor]:
     """The augmentation choices of every view of n images, each (views, n): dy, dx, flip (and resample with
-    photo > 0), for `data.apply_augment` (see the module docstring)."""
-    drawn = []
+    photo > 0), for `data.apply_augment` (see the module docstring). The images of part p (PART at a time) in
+    view v are drawn from a generator seeded by (seed, view, part): with photo = 0 these are the crops and flips
+    that every frozen-stage cache has had since the first CPU recipe, so the shipped runs reproduce."""
+    views_drawn = []
     for v in range(views):
-        p = draw_augment(n, torch.Generator().manual_seed(seed * 1_000_003 + 977 + v * 10_007), pad, True, photo)
+        parts = []
+        for p in range((n + PART - 1) // PART):
+            g = torch.Generator().manual_seed(seed * 1_000_003 + v * 10_007 + p)
+            parts.append(draw_augment(min(PART, n - p * PART), g, pad, True, photo))
+        drawn = {k: torch.cat([c[k] for c in parts]) for k in parts[0]}
         if v < 2:  # padded by `pad` and cropped at (pad, pad): the image itself, or its mirror
-            p["dy"][:], p["dx"][:], p["flip"][:] = pad, pad, v == 1
-        drawn.append(p)
-    return {k: torch.stack([p[k] for p in drawn]) for k in drawn[0]}
+            drawn["dy"][:], drawn["dx"][:], drawn["flip"][:] = pad, pad, v == 1
+        views_drawn.append(drawn)
+    return {k: torch.stack([d[k] for d in views_drawn]) for k in views_drawn[0]}
 
 
 def params_at(params: dict, view, index) -> dict:
