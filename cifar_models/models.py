@@ -270,15 +270,15 @@ register(ModelEntry(
                     warmup_epochs=0.5, notes=_CPU_NOTE,
                     description="EfficientNet-B0 from ImageNet-1k, stages 6-7 + head fine-tuned on cached "
                                 "stage-5 feature maps at 192 px, CPU recipe"),
-        # The next CPU recipe, proved on subsets only (BENCHMARKS.md): one stage more trains (block stage 5 as
-        # well, on cached stage-4 maps: 80 channels at 12x12), a weight average is validated and shipped, and half
-        # of each cached view goes through the photo round trip, with the same view rule as cnn9's distillation,
-        # so that a student of this checkpoint takes its teacher targets from this run's cache (train/distill.py).
-        "cpu-deep": dict(arch=dict(drop_rate=0.2, drop_path_rate=0.2), pretrained="hub", input_size=192, freeze=5,
-                         cache_views=4, photo_augment=0.5, epochs=8, batch_size=128, optimizer="adamw", lr=1e-3,
-                         weight_decay=0.05, warmup_epochs=0.5, ema_decay=0.998, flip_average=True, notes=_CPU_NOTE,
-                         description="EfficientNet-B0 from ImageNet-1k, stages 5-7 + head fine-tuned on cached "
-                                     "stage-4 feature maps at 192 px, weight average, CPU recipe"),
+        # The next CPU recipe, proved on subsets only (BENCHMARKS.md): the same cut, 6 cached views instead of 4,
+        # half of each view through the photo round trip (the view rule of cnn9's distillation, so that a student
+        # of this checkpoint takes its teacher targets from this run's cache, train/distill.py), 10 epochs, a
+        # weight average validated and shipped, and predictions that average the image and its mirror.
+        "cpu-v2": dict(arch=dict(drop_rate=0.2, drop_path_rate=0.2), pretrained="hub", input_size=192, freeze=6,
+                       cache_views=6, photo_augment=0.5, epochs=10, batch_size=128, optimizer="adamw", lr=1e-3,
+                       weight_decay=0.05, warmup_epochs=0.5, ema_decay=0.998, flip_average=True, notes=_CPU_NOTE,
+                       description="EfficientNet-B0 from ImageNet-1k, stages 6-7 + head fine-tuned on 6 cached "
+                                   "views of stage-5 maps at 192 px, weight average, flip averaging, CPU recipe"),
         # The earlier CPU recipe: frozen network, new classifier on cached pooled features.
         "cpu-head": dict(arch=dict(drop_rate=0.2, drop_path_rate=0.2), pretrained="hub", freeze=9, cache_views=1,
                          epochs=30, batch_size=256, optimizer="adamw", lr=1e-3, weight_decay=0.05, crop_padding=0,

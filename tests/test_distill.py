@@ -200,9 +200,9 @@ def cached_targets_in(folder, views: int) -> torch.Tensor:
     return torch.stack([load_file(str(folder / f"view{v}-part0000.safetensors"))["out"] for v in range(views)])
 
 
-def test_deep_b0_recipe_caches_the_views_that_cnn9s_distillation_reads():
-    """So that `--recipe cpu-distill --teacher` a checkpoint of `cpu-deep` takes the shortcut on the same machine."""
-    teacher, student = get_recipe("efficientnet_b0", "cpu-deep"), get_recipe("cnn9", "cpu-distill")
+def test_next_b0_recipe_caches_the_views_that_cnn9s_distillation_reads():
+    """So that `--recipe cpu-distill --teacher` a checkpoint of `cpu-v2` takes the shortcut on the same machine."""
+    teacher, student = get_recipe("efficientnet_b0", "cpu-v2"), get_recipe("cnn9", "cpu-distill")
     assert teacher["freeze"] and teacher["cache_views"] >= student["distill_views"]
     for key in ("photo_augment", "seed", "crop_padding", "val_per_class", "subset"):
         assert teacher[key] == student[key], key
