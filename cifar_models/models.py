@@ -272,10 +272,10 @@ register(ModelEntry(
                                 "stage-5 feature maps at 192 px, CPU recipe"),
         # The next CPU recipe, proved on subsets only (BENCHMARKS.md): the same cut, 6 cached views instead of 4,
         # half of each view through the photo round trip (the view rule of cnn9's distillation, so that a student
-        # of this checkpoint takes its teacher targets from this run's cache, train/distill.py), 10 epochs, a
+        # of this checkpoint takes its teacher targets from this run's cache, train/distill.py), 9 epochs, a
         # weight average validated and shipped, and predictions that average the image and its mirror.
         "cpu-v2": dict(arch=dict(drop_rate=0.2, drop_path_rate=0.2), pretrained="hub", input_size=192, freeze=6,
-                       cache_views=6, photo_augment=0.5, epochs=10, batch_size=128, optimizer="adamw", lr=1e-3,
+                       cache_views=6, photo_augment=0.5, epochs=9, batch_size=128, optimizer="adamw", lr=1e-3,
                        weight_decay=0.05, warmup_epochs=0.5, ema_decay=0.998, flip_average=True, notes=_CPU_NOTE,
                        description="EfficientNet-B0 from ImageNet-1k, stages 6-7 + head fine-tuned on 6 cached "
                                    "views of stage-5 maps at 192 px, weight average, flip averaging, CPU recipe"),

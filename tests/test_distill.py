@@ -170,7 +170,8 @@ def test_targets_from_a_frozen_teachers_own_cache_equal_its_outputs_on_pixels(ci
     outputs on the student's pixels; without the cache, they come from pixels, and agree."""
     teacher_cfg = get_recipe("timm:test_efficientnet", "default")
     teacher_cfg.update(pretrained=None, input_size=32, freeze=1, cache_views=3, photo_augment=0.5, subset=200, epochs=3,
-                       batch_size=50, val_per_class=2, amp=False, device="cpu", optimizer="adamw", lr=1e-2)
+                       batch_size=50, val_per_class=2, amp=False, device="cpu", optimizer="adamw", lr=1e-2,
+                       flip_average=True)  # its predictions average image and mirror; its targets must not
     kw = dict(data_dir=cifar_fixture, run_dir=tmp_path / "runs", verify_md5=False)
     train(teacher_cfg, out_dir=tmp_path / "ck", run_test=False, name="frozen_teacher", **kw)
     teacher_path = tmp_path / "ck" / "frozen_teacher"
@@ -178,7 +179,8 @@ def test_targets_from_a_frozen_teachers_own_cache_equal_its_outputs_on_pixels(ci
 
     run = setup(cfg, **kw)
     assert run.teacher["targets_source"].startswith("frozen-stage cache ")
-    teacher = load_classifier(teacher_path)
+    assert load_classifier(teacher_path).data_config["flip_average"] is True
+    teacher = distill.load_teacher(teacher_path, run.data.class_names, "cpu")  # the network on exactly the view
     pad, images = run.cfg["crop_padding"], run.data.train.images[run.train_idx]
     params = view_params(len(images), 2, run.cfg["seed"], pad, 0.5)
     (folder,) = (tmp_path / "runs" / "teacher-cache").iterdir()

@@ -9,8 +9,8 @@ rule the frozen-stage caches use too: view 0 is the image itself, view 1 its mir
 through the photo round trip (as in the plain CPU recipe, to keep the photo-like drop small).
 
 Teacher targets. The teacher (any checkpoint with the same classes, `inference.load_classifier`) computes
-its raw logits (no calibration temperature) for every (view, image) once, at its own input size and
-normalisation (`Classifier.logits`, fp32), on the run's device. They are kept in fp32 under
+its raw logits (no calibration temperature, no flip averaging) for every (view, image) once, at its own
+input size and normalisation (`Classifier.logits`, fp32), on the run's device. They are kept in fp32 under
 `runs/teacher-cache/KEY/` in resumable parts (`features.cached_parts`); KEY digests everything they depend
 on (the teacher's weights sha256 and input config, the data, the training indices, views, seed, padding,
 photo share, source). The seconds they took are the run's `teacher_targets` phase.
@@ -90,6 +90,9 @@ def load_teacher(path, class_names: list[str], device) -> Classifier:
     if teacher.classes != list(class_names):
         raise ValueError(f"teacher {path} predicts other classes than this data set's ({len(teacher.classes)} "
                          f"classes, first {teacher.classes[:3]}): distil from a CIFAR-100 checkpoint")
+    # The targets are the network's outputs on exactly the student's view: not averaged with its mirror, even
+    # when the checkpoint's predictions are (data_config.flip_average).
+    teacher.data_config = dict(teacher.data_config, flip_average=False)
     return teacher
 
 
@@ -195,5 +198,5 @@ def settings(cfg: dict, teacher: dict) -> dict:
     return dict(alpha=float(cfg["distill_alpha"]), temperature=float(cfg["distill_temperature"]),
                 views=int(cfg["distill_views"]), photo_augment=float(cfg.get("photo_augment") or 0.0),
                 crop_padding=int(cfg["crop_padding"]), loss=LOSS, label_smoothing=float(cfg["label_smoothing"]),
-                targets="the teacher's raw logits (no calibration temperature) for each (view, image), fp32",
+                targets="the teacher's raw logits (no calibration temperature, no flip averaging) for each (view, image), fp32",
                 targets_source=teacher.get("targets_source"), cache_key=teacher["cache_key"])
