@@ -184,7 +184,7 @@ def test_targets_from_a_frozen_teachers_own_cache_equal_its_outputs_on_pixels(ci
     pad, images = run.cfg["crop_padding"], run.data.train.images[run.train_idx]
     params = view_params(len(images), 2, run.cfg["seed"], pad, 0.5)
     (folder,) = (tmp_path / "runs" / "teacher-cache").iterdir()
-    shortcut = torch.stack([load_file(str(folder / f"view{v}-part0000.safetensors"))["out"] for v in range(2)])
+    shortcut = cached_targets_in(folder, 2)
     for view in range(2):
         own = teacher.logits(apply_augment(images, {k: p[view] for k, p in params.items()}, pad))
         assert (shortcut[view] - own).abs().max() < distill.TOLERANCE
