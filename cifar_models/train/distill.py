@@ -128,7 +128,7 @@ def frozen_maps(teacher: Classifier, feature_cache: Path, *, views: int, n: int,
     if not complete(folder, views, n):
         return None, f"the teacher's frozen-stage cache is not in {folder}"
     k = int(fields["stages"])
-    return FrozenMaps(folder, folder.name, k, model_stages(teacher.name, teacher.model)[k:]), f"from {folder}"
+    return FrozenMaps(folder, folder.name, k, model_stages(teacher.name, teacher.model)[k:]), f"in {folder}"
 
 
 def maps_logits(maps: FrozenMaps, x: torch.Tensor, device) -> torch.Tensor:
