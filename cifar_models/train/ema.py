@@ -5,6 +5,10 @@ statistics) moves its average a step towards it: avg += (1 - d) * (w - avg), wit
 (1 + step) / (10 + step)), so early averages are not dominated by the random start. Validation, the test
 report and the shipped weights use the average (`swapped`); the training continues from the raw weights.
 The average is part of the resumable state (`ema.*` tensors), so an interrupted run resumes bit for bit.
+
+Why not torch's `swa_utils.AveragedModel`: it keeps a deep copy of the module, and the trained part of a
+frozen-stage recipe is a list of `models.Stage`s whose functions close over the original network, so the
+copy would run the original weights. Averaging the tensors in place needs no copy of the code.
 """
 from __future__ import annotations
 
