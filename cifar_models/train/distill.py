@@ -198,5 +198,6 @@ def settings(cfg: dict, teacher: dict) -> dict:
     return dict(alpha=float(cfg["distill_alpha"]), temperature=float(cfg["distill_temperature"]),
                 views=int(cfg["distill_views"]), photo_augment=float(cfg.get("photo_augment") or 0.0),
                 crop_padding=int(cfg["crop_padding"]), loss=LOSS, label_smoothing=float(cfg["label_smoothing"]),
-                targets="the teacher's raw logits (no calibration temperature, no flip averaging) for each (view, image), fp32",
+                targets="the teacher's raw logits (no calibration temperature, no flip averaging) for each "
+                        "(view, image), fp32",
                 targets_source=teacher.get("targets_source"), cache_key=teacher["cache_key"])
