@@ -20,6 +20,7 @@ from cifar_models.models import list_models  # noqa: E402
 from cifar_models.train.distill import check_config, teacher_name  # noqa: E402
 from cifar_models.train.distributed import Dist  # noqa: E402
 from cifar_models.train.loop import train  # noqa: E402
+from cifar_models.train.onnx_forward import BACKENDS  # noqa: E402
 from cifar_models.train.recipes import get_recipe  # noqa: E402
 from cifar_models.train.tracking import DEFAULT_PROJECT, WandbLogger  # noqa: E402
 
@@ -54,6 +55,8 @@ def parse(argv=None) -> tuple[argparse.Namespace, dict]:
                                      "checkpoints/efficientnet_b0")
     p.add_argument("--device", default="auto", type=device_name, help="auto, cpu, cuda, cuda:1...")
     p.add_argument("--amp", choices=["auto", "on", "off"], help="bf16 autocast")
+    p.add_argument("--frozen-backend", choices=BACKENDS, help="what runs the frozen stages and a teacher from pixels "
+                   "(auto: onnxruntime on a CPU without bf16, else torch)")
     for key, typ in RECIPE_FLAGS.items():
         kw = dict(action=argparse.BooleanOptionalAction) if typ is bool else dict(type=typ, choices=CHOICES.get(key))
         p.add_argument("--" + key.replace("_", "-"), **kw)
@@ -76,6 +79,8 @@ def parse(argv=None) -> tuple[argparse.Namespace, dict]:
             cfg["arch"][key] = getattr(a, key)
     if a.amp:
         cfg["amp"] = {"auto": "auto", "on": True, "off": False}[a.amp]
+    if a.frozen_backend:
+        cfg["frozen_backend"] = a.frozen_backend
     if a.pretrained_file:
         cfg["pretrained"] = a.pretrained_file
     if a.from_scratch:

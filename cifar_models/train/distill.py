@@ -38,11 +38,12 @@ import torch
 import torch.nn.functional as F
 
 from ..common.meta import CheckpointError, checkpoint_paths, read_meta
-from ..data import apply_augment
+from ..data import apply_augment, to_model_input
 from ..inference import Classifier, load_classifier
 from ..models import model_stages
 from .features import (PART, cache_key, cached_parts, complete, fields_of_checkpoint, params_at, read_part,
                        run_stages)
+from .onnx_forward import onnx_forward
 
 TOLERANCE = 0.1  # largest |logit| difference allowed between the frozen-cache shortcut and the teacher on pixels
 
@@ -148,15 +149,22 @@ def check_frozen(teacher: Classifier, maps: FrozenMaps, images: torch.Tensor, pa
 
 def teacher_targets(teacher: Classifier, images: torch.Tensor, params: dict, *, device, pad: int, cache_dir,
                     key: dict, maps: FrozenMaps | None = None, batch_size: int = 128, rank: int = 0, world: int = 1,
-                    barrier=lambda: None, desc: str = "teacher targets") -> tuple[torch.Tensor, float]:
+                    barrier=lambda: None, desc: str = "teacher targets",
+                    backend: str = "torch") -> tuple[torch.Tensor, float]:
     """fp32 (views, N, classes) teacher logits for every view of the uint8 `images` (host), computed once (from
-    pixels, or from the teacher's frozen-stage `maps`) and cached in resumable parts, and the seconds they took."""
+    pixels, or from the teacher's frozen-stage `maps`) and cached in resumable parts, and the seconds they took.
+    From pixels, backend "onnxruntime" (onnx_forward.py) runs the teacher there (fp32, as `teacher.logits`)."""
     views = len(params["dy"])
+    pixels_logits = teacher.logits
+    if maps is None and backend != "torch":
+        cfg = teacher.data_config
+        network = onnx_forward([teacher.model], to_model_input(images[:2], cfg))
+        pixels_logits = lambda x, _: network(to_model_input(x, cfg))  # noqa: E731
 
     def compute(v: int, p: int, bar) -> torch.Tensor:
         part = slice(p * PART, (p + 1) * PART)
         if maps is None:  # the view's pixels, as the student sees them
-            chunk, logits = apply_augment(images[part].to(device), params_at(params, v, part), pad), teacher.logits
+            chunk, logits = apply_augment(images[part].to(device), params_at(params, v, part), pad), pixels_logits
         else:
             chunk, logits = read_part(maps.folder, v, p), lambda x, _: maps_logits(maps, x, device)
         out = []

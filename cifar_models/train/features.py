@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ..data import apply_augment, draw_augment, to_model_input
+from .onnx_forward import onnx_forward
 
 PART = 2048
 VIEWS_RULE = "view_params: a generator per (seed, view, part); photo share in every view"
@@ -57,12 +58,15 @@ def params_at(params: dict, view, index) -> dict:
 
 
 def frozen_cache_fields(*, model: str, arch: dict, pretrained, stages: int, data_config: dict, data_md5: str,
-                        amp: bool, seed: int, pad: int, photo: float, indices: str, views: int) -> dict:
+                        amp: bool, seed: int, pad: int, photo: float, indices: str, views: int,
+                        backend: str = "torch") -> dict:
     """Everything a frozen-stage cache depends on (its folder is named by their digest): the training run that
-    makes it and a distillation that reads a teacher's cache (`fields_of_checkpoint`) both build it here."""
-    return dict(model=model, arch=arch, pretrained=pretrained, stages=int(stages), data_config=data_config,
-                data_md5=data_md5, amp=bool(amp), seed=int(seed), pad=int(pad), photo=float(photo or 0.0),
-                indices=indices, views=int(views), rule=VIEWS_RULE)
+    makes it and a distillation that reads a teacher's cache (`fields_of_checkpoint`) both build it here. The
+    backend (onnx_forward.py) is named only when it is not torch, so that caches made before it keep their names."""
+    fields = dict(model=model, arch=arch, pretrained=pretrained, stages=int(stages), data_config=data_config,
+                  data_md5=data_md5, amp=bool(amp), seed=int(seed), pad=int(pad), photo=float(photo or 0.0),
+                  indices=indices, views=int(views), rule=VIEWS_RULE)
+    return fields if backend == "torch" else dict(fields, backend=backend)
 
 
 def fields_of_checkpoint(meta: dict) -> dict | None:
@@ -74,7 +78,8 @@ def fields_of_checkpoint(meta: dict) -> dict | None:
                                stages=r["freeze"], data_config=meta["data_config"],
                                data_md5=(meta.get("data_md5") or {}).get("train"), amp=meta.get("amp"),
                                seed=r["seed"], pad=r["crop_padding"], photo=r.get("photo_augment") or 0.0,
-                               indices=(meta.get("split") or {}).get("train_indices_sha"), views=r["cache_views"])
+                               indices=(meta.get("split") or {}).get("train_indices_sha"), views=r["cache_views"],
+                               backend=meta.get("frozen_backend") or "torch")
 
 
 @torch.inference_mode()
@@ -90,13 +95,14 @@ def cache_key(**fields) -> str:
 
 def cached_stage_outputs(stages, images: torch.Tensor, params: dict, data_cfg: dict, *, device, amp: bool,
                          cache_dir, key: dict, pad: int, batch_size: int = 64, rank: int = 0,
-                         world: int = 1, barrier=lambda: None, desc: str = "features"):
+                         world: int = 1, barrier=lambda: None, desc: str = "features", backend: str = "torch"):
     """fp16 (views, N, ...) outputs of the frozen `stages` for the views `params` (`view_params`) of uint8
     `images` (host), and the seconds the extraction took in all (summed over parts, whoever computed them and
-    when)."""
+    when). backend "onnxruntime" (onnx_forward.py) runs the stages there, in fp32."""
     for m in stages:
         m.eval()
     dev_type = torch.device(device).type
+    ort = onnx_forward(stages, to_model_input(images[:2], data_cfg)) if backend != "torch" else None
 
     def compute(v: int, p: int, bar: tqdm) -> torch.Tensor:
         part = slice(p * PART, (p + 1) * PART)
@@ -104,8 +110,11 @@ def cached_stage_outputs(stages, images: torch.Tensor, params: dict, data_cfg: d
         out = []
         for i in range(0, len(chunk), batch_size):
             x = to_model_input(chunk[i:i + batch_size].to(device), data_cfg)
-            with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=amp):
-                out.append(run_stages(stages, x).to("cpu", torch.float16))
+            if ort is not None:
+                out.append(ort(x).to(torch.float16))
+            else:
+                with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=amp):
+                    out.append(run_stages(stages, x).to("cpu", torch.float16))
             bar.update(len(x))
         return torch.cat(out)
 

@@ -44,6 +44,7 @@ from . import distill
 from .distributed import Dist
 from .ema import WeightAverage
 from .features import cache_key, cached_stage_outputs, frozen_cache_fields, view_params
+from .onnx_forward import resolve_backend
 from .state import resume, save_state
 
 if TYPE_CHECKING:
@@ -137,6 +138,7 @@ class Run:
     commit: str = "unknown"
     memory_format: torch.memory_format = torch.channels_last
     ema: WeightAverage | None = None    # recipes with ema_decay > 0: the averaged weights (validated, shipped)
+    frozen_backend: str = "torch"       # what runs the frozen stages and a teacher from pixels (onnx_forward.py)
 
 
 # ----------------------------------------------------------------------------- setup
@@ -170,7 +172,8 @@ def setup(cfg: dict, data_dir=None, run_dir="runs", name: str | None = None, ver
               gather=None, inputs=None, draw=None, loss=_hard_loss(cfg), opt=None,
               batch_size=min(cfg["batch_size"], len(train_idx)),
               steps_per_epoch=0, state_path=Path(run_dir) / (name or cfg["model"]) / "state.safetensors",
-              command=command, commit=git_commit(), memory_format=fmt)
+              command=command, commit=git_commit(), memory_format=fmt,
+              frozen_backend=resolve_backend(cfg.get("frozen_backend", "auto"), device, amp))
     if cfg["freeze"]:
         _setup_frozen(run, Path(run_dir) / "feature-cache")
     elif cfg.get("distill_alpha"):
@@ -178,7 +181,8 @@ def setup(cfg: dict, data_dir=None, run_dir="runs", name: str | None = None, ver
     else:
         _setup_end_to_end(run)
     _setup_optimizer(run)
-    _say(run, f"{run.name}: {cfg['recipe']} on {device} x{dist.world} (bf16 autocast: {amp}), "
+    _say(run, f"{run.name}: {cfg['recipe']} on {device} x{dist.world} (bf16 autocast: {amp}"
+              f"{'; frozen passes: ' + run.frozen_backend if cfg['freeze'] or cfg.get('distill_alpha') else ''}), "
               f"{count_params(model):,} parameters ({count_params(run.trainable):,} trained), {len(train_idx)} train / "
               f"{len(val_idx)} val images at {data_cfg['input_size']} px, pretrained: {pretrained}")
     return run
@@ -231,12 +235,13 @@ def _setup_frozen(run: Run, cache_dir: Path) -> None:
     for split, idx, n_views, share in (("train", run.train_idx, views, photo), ("val", run.val_idx, 1, 0.0)):
         key = frozen_cache_fields(model=cfg["model"], arch=cfg["arch"], pretrained=run.pretrained, stages=k,
                                   data_config=run.data_cfg, data_md5=run.data.md5["train"], amp=run.amp,
-                                  seed=cfg["seed"], pad=pad, photo=share, indices=indices_digest(idx), views=n_views)
+                                  seed=cfg["seed"], pad=pad, photo=share, indices=indices_digest(idx), views=n_views,
+                                  backend=run.frozen_backend)
         out, s = cached_stage_outputs(
             stages[:k], run.data.train.images[idx], view_params(len(idx), n_views, cfg["seed"], pad, share),
             run.data_cfg, device=run.device, amp=run.amp, cache_dir=cache_dir, key=key, pad=pad,
             rank=run.dist.rank, world=run.dist.world, barrier=run.dist.barrier,
-            desc=f"{split}: stages 1-{k} x {n_views} view(s)")
+            desc=f"{split}: stages 1-{k} x {n_views} view(s) ({run.frozen_backend})", backend=run.frozen_backend)
         seconds += s
         if split == "train":
             run.source = out if run.dist.active or run.device.type == "cpu" else out.to(run.device)
@@ -271,11 +276,11 @@ def _setup_distill(run: Run, cache_dir: Path, feature_cache: Path) -> None:
     _say(run, f"teacher targets from {'its frozen-stage cache ' + why if maps else 'pixels: ' + why}")
     key = dict(teacher_sha256=teacher.meta.get("weights_sha256"), teacher_data_config=teacher.data_config,
                data_md5=run.data.md5["train"], indices=indices, views=views, seed=seed, pad=pad, photo=photo,
-               kind="teacher logits fp32", source=source)
+               kind="teacher logits fp32", source=source, backend="torch" if maps else run.frozen_backend)
     targets, run.teacher_seconds = distill.teacher_targets(
         teacher, images, params, device=run.device, pad=pad, cache_dir=cache_dir, key=key, maps=maps,
         rank=run.dist.rank, world=run.dist.world, barrier=run.dist.barrier,
-        desc=f"teacher {teacher.checkpoint}: logits x {views} view(s)")
+        desc=f"teacher {teacher.checkpoint}: logits x {views} view(s)", backend=run.frozen_backend)
     run.teacher = dict(distill.teacher_record(teacher, cfg["teacher"]), cache_key=cache_key(**key),
                        targets_source=source)
     del teacher, maps
@@ -395,7 +400,8 @@ def _describe(run: Run) -> dict:
         feature_extraction_seconds=run.feature_seconds, teacher_targets_seconds=run.teacher_seconds,
         teacher=run.teacher, distillation=distill.settings(run.cfg, run.teacher) if run.teacher else None,
         images_per_s=float(np.mean([h["images_per_s"] for h in run.history])) if run.history else None,
-        device=_device_name(run.device), processes=run.dist.world, amp=run.amp, command=run.command,
+        device=_device_name(run.device), processes=run.dist.world, amp=run.amp, frozen_backend=run.frozen_backend,
+        command=run.command,
         git_commit=run.commit, torch_version=torch.__version__,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )

@@ -33,6 +33,7 @@ COMMON = dict(
     flip_average=False,      # predictions (test report, app, ONNX) average the image and its mirror: twice the compute
     ema_decay=0.0,           # > 0: validate and ship an exponential moving average of the weights (train/ema.py)
     amp="auto",              # bf16 autocast: on for CUDA and for CPUs with native bf16
+    frozen_backend="auto",   # frozen stages and a teacher from pixels: torch, onnxruntime, or auto (onnx_forward.py)
     compile=False,
     channels_last=True,      # memory format of model and inputs (off: exact float agreement across process counts on CPU)
     notes=None,
