@@ -63,6 +63,7 @@ def test_distilled_cnn9_end_to_end_through_the_script(trained_cnn, cifar_fixture
     d = meta["distillation"]
     assert (d["alpha"], d["temperature"], d["views"], d["photo_augment"]) == (0.9, 4.0, 3, 0.5)
     assert d["cache_key"] == t["cache_key"] and (tmp_path / "runs" / "teacher-cache" / d["cache_key"]).is_dir()
+    assert meta["frozen_backend"] == "onnxruntime"  # a CPU without bf16 autocast (--amp off): the teacher ran there
     wall = meta["wall_clock_seconds"]
     assert wall["teacher_targets"] > 0 and wall["training"] > 0 and wall["test"] > 0
     assert wall["total"] == pytest.approx(wall["teacher_targets"] + wall["training"] + wall["test"])

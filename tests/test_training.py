@@ -11,6 +11,8 @@ from safetensors.torch import load_file
 
 from cifar_models import load_classifier
 from cifar_models.checkpoint import CheckpointError, checkpoint_paths
+from cifar_models.common.meta import model_card
+from cifar_models.train.loop import SPEED_FLAGS
 from conftest import ROOT
 
 
@@ -32,6 +34,12 @@ def test_checkpoint_json_says_everything(trained_cnn):
                 "history", "metrics", "data_md5", "train_seconds", "device", "git_commit", "weights_sha256"]:
         assert key in on_disk, key
     assert on_disk["data_config"]["input_size"] == 32 and len(on_disk["data_config"]["mean"]) == 3
+    # the processor (lscpu's model name and the flags that set the speed) and, with no frozen stages and no
+    # teacher, no backend for them
+    cpu = on_disk["processor"]
+    assert cpu["model"] and cpu["logical_cpus"] >= 1 and set(cpu["flags"] or []) <= set(SPEED_FLAGS)
+    assert on_disk["frozen_backend"] is None
+    assert f"on {on_disk['device']}, {cpu['model']}" in model_card(load_classifier(base))
     assert all(v.dtype in (torch.float16, torch.int64) for v in load_file(str(weights)).values())
     assert json.loads((js.parent / "cnn9.eval.json").read_text())["summary"] == on_disk["metrics"]["test"]
 

@@ -166,9 +166,11 @@ def short_title(m) -> str:
 
 
 def _trained_line(meta: dict) -> str:
-    recipe = meta.get("recipe", {})
+    recipe, device, cpu = meta.get("recipe", {}), meta.get("device", "?"), meta.get("processor") or {}
+    if device.startswith("cpu") and cpu.get("model"):  # the processor sets the speed (README: machines differ)
+        device += f", {cpu['model']}" + (f" ({', '.join(cpu['flags'])})" if cpu.get("flags") else "")
     line = (f"- Trained {len(meta.get('history', []))} epochs in {meta.get('train_seconds', 0) / 60:.1f} min on "
-            f"{meta.get('device', '?')} (recipe `{recipe.get('recipe', '?')}`)")
+            f"{device} (recipe `{recipe.get('recipe', '?')}`)")
     if meta.get("feature_extraction_seconds"):
         line += (f", plus {meta['feature_extraction_seconds'] / 60:.0f} min to extract the frozen network's "
                  f"features once")

@@ -400,8 +400,8 @@ def _describe(run: Run) -> dict:
         feature_extraction_seconds=run.feature_seconds, teacher_targets_seconds=run.teacher_seconds,
         teacher=run.teacher, distillation=distill.settings(run.cfg, run.teacher) if run.teacher else None,
         images_per_s=float(np.mean([h["images_per_s"] for h in run.history])) if run.history else None,
-        device=_device_name(run.device), processes=run.dist.world, amp=run.amp, frozen_backend=run.frozen_backend,
-        command=run.command,
+        device=_device_name(run.device), processor=processor(), processes=run.dist.world, amp=run.amp,
+        frozen_backend=run.frozen_backend if cfg["freeze"] or cfg.get("distill_alpha") else None, command=run.command,
         git_commit=run.commit, torch_version=torch.__version__,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
@@ -444,6 +444,25 @@ def _device_name(device: torch.device) -> str:
     import platform
 
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+SPEED_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def processor() -> dict:
+    """The CPU a run had (`lscpu`'s model name, and the flags that set our speed: bf16 autocast needs AVX-512 bf16
+    or AMX), read from /proc/cpuinfo; on other systems what `platform` knows."""
+    import os
+    import platform
+
+    info = dict(model=platform.processor() or platform.machine(), logical_cpus=os.cpu_count(), flags=None)
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return info
+    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines) if k.strip()}
+    flags = set(fields.get("flags", "").split())
+    return dict(info, model=fields.get("model name", info["model"]), flags=[f for f in SPEED_FLAGS if f in flags])
 
 
 def _say(run: Run, text: str) -> None:
