@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from ..common.errors import ConfigError, import_or_explain
+from ..export import OPSET  # the opset the ONNX export uses
 
 BACKENDS = ("auto", "torch", "onnxruntime")
-OPSET = 17  # as export.py
 
 
 def resolve_backend(setting: str, device: torch.device, amp: bool) -> str:
