@@ -17,7 +17,7 @@ from cifar_models import load_cifar100  # noqa: E402
 from cifar_models.cli import add_debug_flag, non_negative_int, run  # noqa: E402
 from cifar_models.common.errors import UserError  # noqa: E402
 from cifar_models.common.meta import checkpoint_names  # noqa: E402
-from cifar_models.common.reports import load_reports  # noqa: E402
+from cifar_models.common.reports import contrast_pair, load_reports  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,8 +31,9 @@ def main(argv=None):
     p.add_argument("--out", default=str(ROOT / "examples" / "cifar"))
     p.add_argument("--disagreements", type=non_negative_int, default=0,
                    help="also save N test images the models disagree on")
-    p.add_argument("--pair", help="the two checkpoints compared for --disagreements, A,B (default: the first two of "
-                                  "checkpoints/ with a full test report)")
+    p.add_argument("--pair", help="the two checkpoints compared for --disagreements, A,B (default: the weakest and the "
+                                  "strongest by test top-1 of checkpoints/ with a full test report, as the "
+                                  "dashboard's gallery opens on)")
     add_debug_flag(p)
     a = p.parse_args(argv)
     data = load_cifar100(a.data_dir)
@@ -46,7 +47,7 @@ def main(argv=None):
     if a.disagreements:
         folder = ROOT / "checkpoints"
         reports = load_reports(folder, a.pair.split(",") if a.pair else checkpoint_names(folder))
-        pair = [n for n in reports if reports[n].get("images")][:2]
+        pair = contrast_pair(reports, list(reports))
         if len(pair) < 2:
             raise UserError("--disagreements needs two checkpoints with a full test report: run python "
                             "scripts/evaluate.py --checkpoint checkpoints/NAME first")

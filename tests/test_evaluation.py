@@ -6,6 +6,7 @@ import torch
 
 from cifar_models import load_classifier, load_cifar100
 from cifar_models.common.files import atomic_write_json
+from cifar_models.common.reports import contrast_pair
 from cifar_models.eval.evaluation import evaluate_classifier, validation_split
 from conftest import ROOT
 
@@ -54,3 +55,17 @@ def test_evaluate_script_writes_report_and_updates_checkpoint(trained_cnn, cifar
     meta = json.loads((tmp_path / "cnn9.json").read_text())
     assert meta["metrics"]["test"] == report["summary"] and meta["calibration"] == report["calibration"]
     assert load_classifier(tmp_path / "cnn9").temperature == report["calibration"]["temperature"]
+
+
+def test_the_gallery_opens_on_the_weakest_and_the_strongest_model_with_per_image_results():
+    def report(top1, images=True):
+        return {"summary": {"top1": top1}} | ({"images": {"top1": [0], "label": [0]}} if images else {})
+
+    reports = {"scratch": report(0.69), "distilled": report(0.70), "transfer": report(0.83),
+               "no_images": report(0.95, images=False)}
+    names = ["scratch", "distilled", "no_images", "transfer"]
+    assert contrast_pair(reports, names) == ["scratch", "transfer"]
+    assert contrast_pair(reports, ["transfer", "distilled"]) == ["transfer", "distilled"]  # two: kept as given
+    assert contrast_pair(reports, ["no_images", "distilled", "missing"]) == ["distilled"]
+    ties = {n: report(0.5) for n in "abc"}
+    assert contrast_pair(ties, list("abc")) == ["a", "b"]

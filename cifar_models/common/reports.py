@@ -40,6 +40,19 @@ def load_reports(checkpoint_dir, names) -> dict[str, dict]:
     return out
 
 
+def contrast_pair(reports: dict[str, dict], names) -> list[str]:
+    """The pair the disagreement gallery opens on: of `names` (in order), those whose reports hold every test
+    image's prediction, the weakest and the strongest by test top-1, so that the default shows where the
+    models differ most (a model from scratch against a transfer-learned one, not two near-twins). Fewer than
+    two when fewer have such reports."""
+    have = [n for n in names if reports.get(n, {}).get("images")]
+    if len(have) <= 2:
+        return have
+    top1 = {n: reports[n].get("summary", {}).get("top1", 0.0) for n in have}
+    weak, strong = min(have, key=top1.get), max(have, key=top1.get)
+    return [weak, strong] if weak != strong else have[:2]
+
+
 def save_report(path, report: dict) -> None:
     atomic_write_json(Path(path), report, indent=None)
 

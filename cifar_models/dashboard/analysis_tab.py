@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..common.meta import title
+from ..common.reports import contrast_pair
 from ..common.stats import analysis_lines, wilson
 from .catalog import confusions_table
 from .plots import corruption_curves, per_class_accuracy, reliability_diagram
@@ -88,9 +89,10 @@ class GalleryPanel:
                                   elem_id="disagreements")
 
     def default_pair(self) -> tuple:
-        """The first two shown models with analysis files, else any two."""
+        """The weakest and the strongest of the shown models with analysis files (`contrast_pair`), topped up
+        from the other checkpoints with such files."""
         with_images = self.page.with_images()
-        pair = [n for n in self.page.start if n in with_images][:2]
+        pair = contrast_pair(self.page.reports, self.page.start)
         return tuple(pair + [n for n in with_images if n not in pair][:2 - len(pair)])
 
     def items_for(self, pair: tuple) -> tuple[list, str]:
