@@ -2,6 +2,7 @@
     python scripts/evaluate.py --checkpoint checkpoints/cnn9 [--data-dir DIR] [--limit N]
     python scripts/evaluate.py --checkpoint checkpoints/cnn9 --corruptions [--corruption-limit N] [--seed S]
     python scripts/evaluate.py --images PATH [--checkpoint-dir DIR] [--csv OUT]   # your own labelled photos
+    (--backend onnxruntime: the network through onnxruntime, about 2x faster on a CPU without bf16)
 
 Prints top-1/top-5, NLL, ECE and the worst classes; writes the full report (per-class accuracy,
 confusion matrix, reliability bins, every image's top-1...) as JSON next to the checkpoint
@@ -49,6 +50,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--out", help="report path (default: NAME.eval.json beside the checkpoint)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", type=device_name)
     p.add_argument("--batch-size", type=positive_int, default=250)
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="what runs the network (CPU only for onnxruntime: about 2x faster on a CPU without bf16, "
+                        "the same predictions up to float rounding; for the long --photo and --corruptions runs)")
     p.add_argument("--no-verify", action="store_true", help="skip the md5 check")
     p.add_argument("--photo", action="store_true", help="only the photo-robustness check: top-1 on photo-like "
                    "versions of the images (upscaled, JPEG, seeded) beside the 32 px originals, saved as 'photo' "
@@ -77,11 +81,21 @@ def main(argv=None):
         return run_images(a.images, a.checkpoint_dir, a.csv, progress=not a.no_progress)
     if a.photo:
         return photo(a)
-    clf = load_classifier(a.checkpoint, device=a.device)
+    clf = load(a)
     data = load_cifar100(a.data_dir, verify=not a.no_verify)
     if a.corruptions:
         return corruption_run(a, clf, data, Path(a.out) if a.out else report_path(a.checkpoint))
     return test_run(a, clf, data)
+
+
+def load(a):
+    """The checkpoint's classifier, its network run by --backend."""
+    clf = load_classifier(a.checkpoint, device=a.device)
+    if a.backend == "onnxruntime":
+        from cifar_models.train.onnx_forward import onnx_classifier
+
+        clf = onnx_classifier(clf)
+    return clf
 
 
 def print_report(clf, report: dict, device: str) -> None:
@@ -110,7 +124,7 @@ def test_run(a, clf, data) -> dict:
     val = validation_split(data, clf.meta)  # the temperature is fitted here, never on the test set
     report = evaluate_classifier(clf, test, batch_size=a.batch_size, val_split=val)
     report.update(checkpoint=str(a.checkpoint), test_images=len(test), seconds=time.perf_counter() - t0,
-                  device=str(a.device))
+                  device=str(a.device), backend=a.backend)
     print_report(clf, report, a.device)
     out = Path(a.out) if a.out else report_path(a.checkpoint, a.limit)
     report, dropped = replace_report(out, report, clf.meta.get("weights_sha256"))
@@ -129,12 +143,12 @@ def photo(a) -> dict:
     """The photo-robustness check of one checkpoint (see cifar_models/photo.py)."""
     from cifar_models.eval.photo import photo_report
 
-    clf = load_classifier(a.checkpoint, device=a.device)
+    clf = load(a)
     data = load_cifar100(a.data_dir, verify=not a.no_verify)
     split = data.test if a.split == "test" else validation_split(data, clf.meta)
     if a.limit:
         split = split.take(stratified_subset(split.labels.numpy(), a.limit))
-    r = photo_report(clf, split.images, split.labels, batch_size=a.batch_size)
+    r = dict(photo_report(clf, split.images, split.labels, batch_size=a.batch_size), backend=a.backend)
     print(f"{clf.name} on {r['images']} {a.split} images: top-1 {r['top1_32px']:.2%} at 32 px, {r['top1_photo']:.2%} "
           f"photo-like, drop {r['drop'] * 100:.2f} points")
     for key in ("by_size", "by_quality"):
@@ -155,6 +169,7 @@ def corruption_run(a, clf, data, out: Path) -> dict:
     res = evaluate_corruptions(clf, test, seed=a.seed, batch_size=a.batch_size, progress=not a.no_progress,
                                subset=subset)
     ev = res["corruption_eval"]
+    ev["backend"] = a.backend
     print(f"clean top-1 on these images {ev['clean_top1']:.2%}; top-1 at severity 1..5:")
     for name, row in res["corruptions"].items():
         print(f"  {name:15s} " + "  ".join(f"{v:6.2%}" for v in row))

@@ -1,13 +1,20 @@
 """Forward-only phases through onnxruntime (train/onnx_forward.py): the rule that picks it, and its outputs
-against PyTorch's for frozen stages (fp16 cache) and for a teacher on pixels."""
+against PyTorch's for frozen stages (fp16 cache), for a teacher on pixels, and for a whole classifier
+(`scripts/evaluate.py --backend onnxruntime`)."""
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 
+from cifar_models import load_classifier
 from cifar_models.common.errors import ConfigError
 from cifar_models.models import build_model, get_entry, model_stages
 from cifar_models.train.features import cached_stage_outputs, frozen_cache_fields, run_stages, view_params
-from cifar_models.train.onnx_forward import onnx_forward, resolve_backend
+from cifar_models.train.onnx_forward import OnnxNetwork, onnx_classifier, onnx_forward, resolve_backend
 from cifar_models.data import apply_augment, to_model_input
+from conftest import ROOT
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -65,3 +72,30 @@ def test_a_network_through_onnxruntime_matches_pytorch():
     assert got.shape == (9, 100) and torch.allclose(got, expected, rtol=1e-4, atol=1e-4)
     assert torch.allclose(run(x[:1]), expected[:1], rtol=1e-4, atol=1e-4)  # any batch size
     assert model.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)  # the caller's model untouched
+
+
+def test_a_classifier_through_onnxruntime_predicts_as_pytorch(trained_cnn):
+    clf = load_classifier(trained_cnn[0])
+    clf.data_config = dict(clf.data_config, flip_average=True)  # the test-time mirror goes through the graph too
+    fast = onnx_classifier(clf)
+    images = torch.randint(0, 256, (37, 3, 32, 32), dtype=torch.uint8)
+    expected, got = clf.logits(images, batch_size=16), fast.logits(images, batch_size=16)
+    assert got.shape == (37, 100) and torch.allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert torch.equal(got.argmax(1), expected.argmax(1))
+    assert isinstance(fast.model, OnnxNetwork) and not isinstance(clf.model, OnnxNetwork)  # clf left as it was
+    assert fast.temperature == clf.temperature and fast.classes == clf.classes
+    with pytest.raises(ConfigError, match="on the CPU"):
+        onnx_classifier(type("OnGpu", (), {"device": CUDA})())
+
+
+def test_evaluate_backend_onnxruntime_gives_the_same_report_and_says_which_ran(trained_cnn, cifar_fixture, tmp_path):
+    reports = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / f"{backend}.json"
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--checkpoint", str(trained_cnn[0]),
+                        "--data-dir", str(cifar_fixture), "--no-verify", "--limit", "100", "--out", str(out),
+                        "--backend", backend], capture_output=True, text=True, check=True)
+        reports[backend] = json.loads(out.read_text())
+    assert reports["onnxruntime"]["backend"] == "onnxruntime" and reports["torch"]["backend"] == "torch"
+    assert reports["onnxruntime"]["images"] == reports["torch"]["images"]  # every image's top-1, the same
+    assert reports["onnxruntime"]["summary"]["top1"] == reports["torch"]["summary"]["top1"]

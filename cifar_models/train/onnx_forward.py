@@ -7,6 +7,9 @@ EfficientNet-B0 at 192 px, batch 64, fp32, on the 2-core AVX2-only AMD EPYC: PyT
 (contiguous or channels_last), onnxruntime 78 images/s, largest logit difference 7e-6. Where PyTorch has
 bf16 autocast (CUDA, CPUs with AMX), it keeps them: that is how the shipped caches were made and timed.
 
+`onnx_classifier` does the same for a whole trained classifier, for the long forward-only evaluations of
+`scripts/evaluate.py --backend onnxruntime` (photo-like and corruption checks).
+
 `frozen_backend` (recipe key, `--frozen-backend`): "auto" (the rule above), "torch" or "onnxruntime". The
 graph is exported in memory with torch's TorchScript-based exporter (as export.py does). It takes the
 normalised input: the preprocessing (`to_model_input`) stays in PyTorch, which ran it at 379 images/s
@@ -14,6 +17,7 @@ there, and onnxruntime's cubic Resize at 73.
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import io
 import warnings
@@ -23,7 +27,9 @@ import torch
 from torch import nn
 
 from ..common.errors import ConfigError, import_or_explain
+from ..data import to_model_input
 from ..export import OPSET  # the opset the ONNX export uses
+from ..inference import Classifier
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 
@@ -72,3 +78,28 @@ def onnx_forward(modules, example: torch.Tensor) -> Callable[[torch.Tensor], tor
         return torch.from_numpy(session.run(["out"], {"x": x.float().cpu().contiguous().numpy()})[0])
 
     return run
+
+
+class OnnxNetwork(nn.Module):
+    """A network run by onnxruntime behind nn.Module's call (forward only, fp32, CPU), so that code written for
+    the network (`Classifier.logits`, flip averaging) runs it unchanged."""
+
+    def __init__(self, run: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.run = run
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)
+
+
+def onnx_classifier(clf: Classifier) -> Classifier:
+    """A copy of `clf` whose network onnxruntime runs: the same weights in fp32, the same preprocessing (in
+    PyTorch) and test-time flip averaging, so the same predictions up to float rounding (logits within about
+    1e-5). For forward-only work on a CPU; `clf` itself is left as it was."""
+    if clf.device.type != "cpu":
+        raise ConfigError(f"onnxruntime runs on the CPU, and this classifier is on {clf.device}: use --device cpu")
+    size = int(clf.data_config.get("source_size", 32))
+    example = to_model_input(torch.zeros(2, 3, size, size, dtype=torch.uint8), clf.data_config)
+    out = copy.copy(clf)
+    out.model = OnnxNetwork(onnx_forward([clf.model], example))
+    return out
