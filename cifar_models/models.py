@@ -270,7 +270,7 @@ register(ModelEntry(
                     warmup_epochs=0.5, notes=_CPU_NOTE,
                     description="EfficientNet-B0 from ImageNet-1k, stages 6-7 + head fine-tuned on cached "
                                 "stage-5 feature maps at 192 px, CPU recipe"),
-        # The next CPU recipe, proved on subsets only (BENCHMARKS.md): the same cut, 6 cached views instead of 4,
+        # A second CPU recipe (one full run: no gain on validation over cpu, BENCHMARKS.md): the same cut, 6 views,
         # half of each view through the photo round trip (the view rule of cnn9's distillation, so that a student
         # of this checkpoint takes its teacher targets from this run's cache, train/distill.py), 9 epochs, a
         # weight average validated and shipped, and predictions that average the image and its mirror.
