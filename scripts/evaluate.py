@@ -1,6 +1,7 @@
 """Evaluate a checkpoint on the CIFAR-100 test set:
     python scripts/evaluate.py --checkpoint checkpoints/cnn9 [--data-dir DIR] [--limit N]
     python scripts/evaluate.py --checkpoint checkpoints/cnn9 --corruptions [--corruption-limit N] [--seed S]
+    python scripts/evaluate.py --checkpoint checkpoints/cnn9 --split validation [--flip-average]  # for choosing
     python scripts/evaluate.py --images PATH [--checkpoint-dir DIR] [--csv OUT]   # your own labelled photos
     (--backend onnxruntime: the network through onnxruntime, about 2x faster on a CPU without bf16)
 
@@ -13,7 +14,12 @@ split and, for a full (not --limit) run, stores it and the test metrics in the c
 cifar_models/corruptions.py at severities 1-5 (generated on the fly from a seeded, stratified
 subset of the test set: --corruption-limit images, 0 = all 10,000), their mean (mCA) and the clean
 top-1 on the same images, merged into the existing report (its other keys are kept). A plain run
-keeps those figures when they belong to the same weights and drops them otherwise."""
+keeps those figures when they belong to the same weights and drops them otherwise.
+
+--split validation evaluates on the checkpoint's own held-out validation images instead, for choosing
+(a recipe, test-time augmentation) without reading the test set: it prints the figures and writes them
+only to --out, never beside the checkpoint. --flip-average / --no-flip-average override the checkpoint's
+test-time flip averaging for one evaluation; the checkpoint's files are then left alone (only --out)."""
 import argparse
 import sys
 import time
@@ -26,7 +32,7 @@ import torch  # noqa: E402
 from cifar_models import load_classifier, load_cifar100  # noqa: E402
 from cifar_models.cli import add_debug_flag, device_name, non_negative_int, positive_int, run  # noqa: E402
 from cifar_models.common.meta import checkpoint_paths, update_meta  # noqa: E402
-from cifar_models.common.reports import merge_report, replace_report, report_path  # noqa: E402
+from cifar_models.common.reports import merge_report, replace_report, report_path, save_report  # noqa: E402
 from cifar_models.common.stats import wilson  # noqa: E402
 from cifar_models.data import indices_digest, stratified_subset  # noqa: E402
 from cifar_models.eval.evaluation import evaluate_classifier, validation_split  # noqa: E402
@@ -58,7 +64,11 @@ def parse(argv=None) -> argparse.Namespace:
                    "versions of the images (upscaled, JPEG, seeded) beside the 32 px originals, saved as 'photo' "
                    "in NAME.eval.json (run it after a plain evaluation, which rewrites the file)")
     p.add_argument("--split", choices=["test", "validation"], default="test",
-                   help="--photo on the validation split (for choosing) or the test set (for reporting)")
+                   help="the test set (reporting) or the checkpoint's held-out validation split (choosing: printed, "
+                        "written only to --out); for the plain evaluation and --photo")
+    p.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=None,
+                   help="override the checkpoint's test-time flip averaging for this evaluation (e.g. to choose it "
+                        "on --split validation); the checkpoint and its report are then left alone (only --out)")
     p.add_argument("--corruptions", action="store_true",
                    help="run only the corruption benchmark and merge it into the report")
     p.add_argument("--corruption-limit", type=non_negative_int, default=DEFAULT_CORRUPTION_LIMIT,
@@ -71,7 +81,15 @@ def parse(argv=None) -> argparse.Namespace:
         p.error("--checkpoint is required (or --images PATH)")
     if a.corruptions and a.limit:
         p.error("--limit applies to the plain evaluation; use --corruption-limit with --corruptions")
+    if a.corruptions and a.split == "validation":
+        p.error("--corruptions runs on the test set; --split validation is for the plain evaluation and --photo")
     return a
+
+
+def side_run(a) -> bool:
+    """Whether this evaluation must leave the checkpoint's files alone: the validation split, or settings that
+    are not the checkpoint's."""
+    return a.split == "validation" or a.flip_average is not None
 
 
 def main(argv=None):
@@ -84,13 +102,20 @@ def main(argv=None):
     clf = load(a)
     data = load_cifar100(a.data_dir, verify=not a.no_verify)
     if a.corruptions:
+        if side_run(a) and not a.out:
+            raise SystemExit("--corruptions with --flip-average/--no-flip-average: give --out (the checkpoint's "
+                             "report keeps the checkpoint's own settings)")
         return corruption_run(a, clf, data, Path(a.out) if a.out else report_path(a.checkpoint))
+    if a.split == "validation":
+        return validation_run(a, clf, data)
     return test_run(a, clf, data)
 
 
 def load(a):
     """The checkpoint's classifier, its network run by --backend."""
     clf = load_classifier(a.checkpoint, device=a.device)
+    if a.flip_average is not None:
+        clf.data_config = dict(clf.data_config, flip_average=a.flip_average)
     if a.backend == "onnxruntime":
         from cifar_models.train.onnx_forward import onnx_classifier
 
@@ -124,8 +149,10 @@ def test_run(a, clf, data) -> dict:
     val = validation_split(data, clf.meta)  # the temperature is fitted here, never on the test set
     report = evaluate_classifier(clf, test, batch_size=a.batch_size, val_split=val)
     report.update(checkpoint=str(a.checkpoint), test_images=len(test), seconds=time.perf_counter() - t0,
-                  device=str(a.device), backend=a.backend)
+                  device=str(a.device), backend=a.backend, flip_average=flips(clf))
     print_report(clf, report, a.device)
+    if side_run(a):  # other settings than the checkpoint's: its report and JSON stay as they are
+        return write_side(a, report)
     out = Path(a.out) if a.out else report_path(a.checkpoint, a.limit)
     report, dropped = replace_report(out, report, clf.meta.get("weights_sha256"))
     if dropped:
@@ -139,6 +166,34 @@ def test_run(a, clf, data) -> dict:
     return report
 
 
+def flips(clf) -> bool:
+    return bool(clf.data_config.get("flip_average"))
+
+
+def write_side(a, report: dict) -> dict:
+    if a.out:
+        save_report(a.out, report)
+        print(f"wrote {a.out}")
+    return report
+
+
+def validation_run(a, clf, data) -> dict:
+    """Figures on the checkpoint's held-out validation images (no temperature: it is fitted on them), for
+    choosing without reading the test set; printed, and written only to --out."""
+    val = validation_split(data, clf.meta)
+    if a.limit:
+        val = val.take(stratified_subset(val.labels.numpy(), a.limit))
+    t0 = time.perf_counter()
+    report = evaluate_classifier(clf, val, batch_size=a.batch_size)
+    report.update(checkpoint=str(a.checkpoint), split="validation", validation_images=len(val),
+                  seconds=time.perf_counter() - t0, device=str(a.device), backend=a.backend, flip_average=flips(clf))
+    s = report["summary"]
+    print(f"{clf.name} on {len(val)} validation images, flip averaging {'on' if flips(clf) else 'off'} "
+          f"({report['seconds']:.0f}s on {a.device}): top-1 {s['top1']:.2%}  top-5 {s['top5']:.2%}  "
+          f"NLL {s['nll']:.3f}  ECE {s['ece']:.3f}")
+    return write_side(a, report)
+
+
 def photo(a) -> dict:
     """The photo-robustness check of one checkpoint (see cifar_models/photo.py)."""
     from cifar_models.eval.photo import photo_report
@@ -148,12 +203,13 @@ def photo(a) -> dict:
     split = data.test if a.split == "test" else validation_split(data, clf.meta)
     if a.limit:
         split = split.take(stratified_subset(split.labels.numpy(), a.limit))
-    r = dict(photo_report(clf, split.images, split.labels, batch_size=a.batch_size), backend=a.backend)
+    r = dict(photo_report(clf, split.images, split.labels, batch_size=a.batch_size), backend=a.backend,
+             flip_average=flips(clf))
     print(f"{clf.name} on {r['images']} {a.split} images: top-1 {r['top1_32px']:.2%} at 32 px, {r['top1_photo']:.2%} "
           f"photo-like, drop {r['drop'] * 100:.2f} points")
     for key in ("by_size", "by_quality"):
         print(f"  {key}: " + ", ".join(f"{k}: {v['top1_32px'] - v['top1_photo']:+.3f}" for k, v in r[key].items()))
-    if a.split == "test" and not a.limit:
+    if not side_run(a) and not a.limit:
         path = report_path(a.checkpoint)
         merge_report(path, dict(photo=r))
         print(f"wrote the photo report into {path}")
@@ -169,7 +225,7 @@ def corruption_run(a, clf, data, out: Path) -> dict:
     res = evaluate_corruptions(clf, test, seed=a.seed, batch_size=a.batch_size, progress=not a.no_progress,
                                subset=subset)
     ev = res["corruption_eval"]
-    ev["backend"] = a.backend
+    ev.update(backend=a.backend, flip_average=flips(clf))
     print(f"clean top-1 on these images {ev['clean_top1']:.2%}; top-1 at severity 1..5:")
     for name, row in res["corruptions"].items():
         print(f"  {name:15s} " + "  ".join(f"{v:6.2%}" for v in row))

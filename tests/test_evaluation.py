@@ -69,3 +69,41 @@ def test_the_gallery_opens_on_the_weakest_and_the_strongest_model_with_per_image
     assert contrast_pair(reports, ["no_images", "distilled", "missing"]) == ["distilled"]
     ties = {n: report(0.5) for n in "abc"}
     assert contrast_pair(ties, list("abc")) == ["a", "b"]
+
+
+def test_evaluate_on_validation_and_with_flip_override_leaves_the_checkpoint_alone(trained_cnn, cifar_fixture,
+                                                                                 tmp_path):
+    """`--split validation` (choosing) reads the held-out split, not the test set; `--flip-average` overrides the
+    checkpoint's test-time augmentation for one run. Neither touches the checkpoint's JSON or report."""
+    import shutil
+
+    for f in trained_cnn[0].parent.glob("cnn9.*"):
+        shutil.copy(f, tmp_path / f.name)
+    before = {f.name: f.read_bytes() for f in tmp_path.glob("cnn9.*")}
+    data = load_cifar100(cifar_fixture, verify=False)
+    clf = load_classifier(tmp_path / "cnn9")
+    val = validation_split(data, clf.meta)
+    reports = {}
+    for flip in ("--no-flip-average", "--flip-average"):
+        out = tmp_path / f"val{flip}.json"
+        run = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--checkpoint", str(tmp_path / "cnn9"),
+                              "--data-dir", str(cifar_fixture), "--no-verify", "--split", "validation", flip,
+                              "--out", str(out)], capture_output=True, text=True, check=True)
+        assert f"on {len(val)} validation images" in run.stdout
+        reports[flip] = json.loads(out.read_text())
+    assert {f.name: f.read_bytes() for f in tmp_path.glob("cnn9.*")} == before
+    for flip, on in (("--no-flip-average", False), ("--flip-average", True)):
+        clf.data_config = dict(clf.data_config, flip_average=on)
+        preds = clf.logits(val.images).argmax(1)
+        r = reports[flip]
+        assert r["split"] == "validation" and r["flip_average"] is on and "calibration" not in r
+        assert r["images"]["label"] == val.labels.tolist() and r["images"]["top1"] == preds.tolist()
+    assert reports["--flip-average"]["images"]["confidence"] != reports["--no-flip-average"]["images"]["confidence"]
+    # an override on the test set reports to --out only; without --out, it prints and writes nothing
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--checkpoint", str(tmp_path / "cnn9"),
+                    "--data-dir", str(cifar_fixture), "--no-verify", "--flip-average"], capture_output=True,
+                   text=True, check=True)
+    assert {f.name: f.read_bytes() for f in tmp_path.glob("cnn9.*")} == before
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--checkpoint", str(tmp_path / "cnn9"),
+                          "--corruptions", "--split", "validation"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--split validation is for" in bad.stderr and "Traceback" not in bad.stderr
