@@ -32,17 +32,20 @@ def photo_like(image: torch.Tensor, size: int, quality: int) -> Image.Image:
     return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
 
 
-def photo_inputs(images: torch.Tensor, preprocess, seed: int = 0, desc: str = "photo-like images"):
+def photo_inputs(images: torch.Tensor, preprocess, seed: int = 0, desc: str = "photo-like images",
+                 progress: bool = True):
     """(uint8 model-side images of the photos, their settings): each photo made, then brought down exactly as
     the app brings down an upload (`preprocess`, a Classifier's)."""
     settings = photo_settings(len(images), seed)
-    out = [preprocess([photo_like(im, s, q)])[0] for im, (s, q) in zip(tqdm(images, desc=desc, unit="img"), settings)]
+    bar = tqdm(images, desc=desc, unit="img", disable=not progress)
+    out = [preprocess([photo_like(im, s, q)])[0] for im, (s, q) in zip(bar, settings)]
     return torch.stack(out), settings
 
 
-def photo_report(clf, images: torch.Tensor, labels: torch.Tensor, seed: int = 0, batch_size: int = 250) -> dict:
+def photo_report(clf, images: torch.Tensor, labels: torch.Tensor, seed: int = 0, batch_size: int = 250,
+                 progress: bool = True) -> dict:
     """Top-1 on the 32 px originals and on their photo-like versions, the drop, and the top-1 per size/quality."""
-    photos, settings = photo_inputs(images, clf.preprocess, seed)
+    photos, settings = photo_inputs(images, clf.preprocess, seed, progress=progress)
     labels = labels.cpu()
     clean = clf.logits(images, batch_size).argmax(1) == labels
     photo = clf.logits(photos, batch_size).argmax(1) == labels
