@@ -203,8 +203,8 @@ def photo(a) -> dict:
     split = data.test if a.split == "test" else validation_split(data, clf.meta)
     if a.limit:
         split = split.take(stratified_subset(split.labels.numpy(), a.limit))
-    r = dict(photo_report(clf, split.images, split.labels, batch_size=a.batch_size), backend=a.backend,
-             flip_average=flips(clf))
+    r = dict(photo_report(clf, split.images, split.labels, batch_size=a.batch_size, progress=not a.no_progress),
+             backend=a.backend, flip_average=flips(clf))
     print(f"{clf.name} on {r['images']} {a.split} images: top-1 {r['top1_32px']:.2%} at 32 px, {r['top1_photo']:.2%} "
           f"photo-like, drop {r['drop'] * 100:.2f} points")
     for key in ("by_size", "by_quality"):

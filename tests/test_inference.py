@@ -129,7 +129,8 @@ def test_flip_average_in_the_data_config_averages_image_and_mirror(trained_cnn, 
     PyTorch, on its card, and in its ONNX export."""
     import torch
 
-    plain = load_classifier(trained_cnn[0])
+    (tmp_path / "plain").mkdir()
+    plain = load_classifier(_copy_checkpoint(trained_cnn, tmp_path / "plain", **{"data_config.flip_average": False}))
     flipped = load_classifier(_copy_checkpoint(trained_cnn, tmp_path, **{"data_config.flip_average": True}))
     x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
     expected = (plain.logits(x) + plain.logits(x.flip(3))) / 2
