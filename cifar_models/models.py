@@ -221,7 +221,8 @@ register(ModelEntry(
                         label_smoothing=0.2, warmup_epochs=2.0, schedule="linear",
                         description="ResNet-9-style CNN from scratch, full width, GPU recipe"),
         # Predictions average the image and its mirror (flip_average): +1.4 points on validation for the
-        # shipped weights (68.92 -> 70.36%, fp32), at twice a ~2 ms forward pass (BENCHMARKS.md).
+        # shipped weights (68.92 -> 70.36%, fp32), for a second forward pass (3.3 -> 6.4 ms per image on the
+        # AVX2-only 2-core CPU, BENCHMARKS.md).
         "cpu": dict(arch=dict(widths=[32, 64, 128, 256]), epochs=15, batch_size=256, lr=0.2, photo_augment=0.5,
                     flip_average=True, notes=_CPU_NOTE,
                     description="ResNet-9-style CNN from scratch, half width, CPU recipe"),

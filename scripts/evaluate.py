@@ -83,6 +83,9 @@ def parse(argv=None) -> argparse.Namespace:
         p.error("--limit applies to the plain evaluation; use --corruption-limit with --corruptions")
     if a.corruptions and a.split == "validation":
         p.error("--corruptions runs on the test set; --split validation is for the plain evaluation and --photo")
+    if a.corruptions and a.flip_average is not None and not a.out:
+        p.error("--corruptions with --flip-average/--no-flip-average needs --out (the checkpoint's report keeps the "
+                "checkpoint's own settings)")
     return a
 
 
@@ -102,9 +105,6 @@ def main(argv=None):
     clf = load(a)
     data = load_cifar100(a.data_dir, verify=not a.no_verify)
     if a.corruptions:
-        if side_run(a) and not a.out:
-            raise SystemExit("--corruptions with --flip-average/--no-flip-average: give --out (the checkpoint's "
-                             "report keeps the checkpoint's own settings)")
         return corruption_run(a, clf, data, Path(a.out) if a.out else report_path(a.checkpoint))
     if a.split == "validation":
         return validation_run(a, clf, data)
