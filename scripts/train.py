@@ -31,7 +31,7 @@ RECIPE_FLAGS = dict(epochs=positive_int, batch_size=positive_int, lr=positive_fl
                     subset=positive_int, optimizer=str, schedule=str, freeze=non_negative_int,
                     cache_views=positive_int, input_size=positive_int, photo_augment=fraction, flip=bool, compile=bool,
                     channels_last=bool, distill_alpha=fraction, distill_temperature=positive_float,
-                    distill_views=positive_int, ema_decay=fraction,
+                    distill_views=positive_int, ema_decay=fraction, cutmix=fraction,
                     flip_average=bool)
 CHOICES = dict(optimizer=["sgd", "adamw"], schedule=["cosine", "linear"])
 ARCH_FLAGS = dict(widths=lambda s: [int(w) for w in s.split(",")], drop_rate=float, drop_path_rate=float)

@@ -111,7 +111,7 @@ def _kill_after_first_state(cmd, state, env):
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
 
 
-EMA = ("--ema-decay", "0.9")  # the weight average is part of the resumable state too
+EMA = ("--ema-decay", "0.9", "--cutmix", "0.5")  # the weight average and CutMix's draws resume exactly too
 
 
 @pytest.mark.slow

@@ -67,6 +67,9 @@ def check_config(cfg: dict) -> None:
                          f"(e.g. --teacher checkpoints/efficientnet_b0)")
     if cfg.get("freeze"):
         raise ValueError("distillation trains the student end to end: freeze must be 0")
+    if cfg.get("cutmix"):
+        raise ValueError("cutmix mixes two images, but the teacher's targets are for single views: "
+                         "use --cutmix 0 with distillation")
     if int(cfg["distill_views"]) < 1 or float(cfg["distill_temperature"]) <= 0:
         raise ValueError("distill_views must be at least 1 and distill_temperature positive")
     try:

@@ -40,7 +40,7 @@ from ..eval import metrics
 from ..eval.evaluation import evaluate_classifier
 from ..inference import classifier_from_state
 from ..models import build_model, count_params, get_entry, model_stages
-from . import distill
+from . import distill, mixing
 from .distributed import Dist
 from .ema import WeightAverage
 from .features import cache_key, cached_stage_outputs, frozen_cache_fields, view_params
@@ -319,6 +319,7 @@ def run_epoch(run: Run, epoch: int) -> dict:
     g = torch.Generator().manual_seed(cfg["seed"] * 100_003 + epoch)
     perm = torch.randperm(len(run.train_idx), generator=g)
     choice = run.draw(perm, g)  # per position in perm
+    mix = mixing.draw(steps, g, cfg["cutmix"]) if cfg.get("cutmix") else None  # per step
     # Global batch i is perm[i*B:(i+1)*B]; this process takes its b-wide slice of each.
     pos = torch.arange(steps * run.batch_size).view(steps, run.dist.world, b)[:, run.dist.rank].reshape(-1)
     idx, choice = perm[pos], {k: v[pos] for k, v in choice.items()}
@@ -333,10 +334,14 @@ def run_epoch(run: Run, epoch: int) -> dict:
             group["lr"] = lr
         sl = slice(i * b, (i + 1) * b)
         c = {k: v[sl] for k, v in choice.items()}
-        x, y = run.inputs(xs[sl], c), ys[sl]
+        x, y, keep = run.inputs(xs[sl], c), ys[sl], 1.0
+        if mix is not None and mix["apply"][i]:
+            x, keep = mixing.apply(x, *(float(mix[k][i]) for k in ("lam", "cy", "cx")))
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=run.amp):
             logits = run.forward(x)
         loss = run.loss(logits.float(), y, c)
+        if keep < 1.0:  # CutMix: the pasted box carries the previous input's label
+            loss = keep * loss + (1.0 - keep) * run.loss(logits.float(), y.roll(1, 0), c)
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
         run.opt.step()

@@ -31,6 +31,7 @@ COMMON = dict(
     distill_temperature=4.0, # softmax temperature T of the teacher's and the student's logits in that term
     distill_views=4,         # fixed augmented views per training image whose teacher logits are cached
     flip_average=False,      # predictions (test report, app, ONNX) average the image and its mirror: twice the compute
+    cutmix=0.0,              # share of steps whose inputs (images, or cached maps with freeze) get CutMix (train/mixing.py)
     ema_decay=0.0,           # > 0: validate and ship an exponential moving average of the weights (train/ema.py)
     amp="auto",              # bf16 autocast: on for CUDA and for CPUs with native bf16
     frozen_backend="auto",   # frozen stages and a teacher from pixels: torch, onnxruntime, or auto (onnx_forward.py)

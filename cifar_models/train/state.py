@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from ..common.errors import UserError
 from ..common.files import atomic_write_bytes, atomic_write_json
+from .recipes import COMMON
 
 if TYPE_CHECKING:
     from .loop import Run
@@ -102,7 +103,8 @@ def resume(run: "Run", restart: bool = False) -> str | None:
     path = run.state_path
     if restart or not path.exists():
         return None
-    if identity(saved_config(path)) != identity(run.cfg):
+    # A recipe key added since the state was written counts as its default (what that run trained with).
+    if identity(dict(COMMON, **saved_config(path))) != identity(run.cfg):
         raise UserError(f"{path} belongs to a different run configuration. Run the same command as before to "
                         f"resume it, add --restart to discard it, or use another --name.")
     with safe_open(str(path), "pt") as f:
