@@ -58,6 +58,7 @@ def test_distillation_refuses_cutmix(tmp_path):
         check_config(cfg)
 
 
+@pytest.mark.slow
 def test_a_state_written_before_a_recipe_key_existed_still_resumes(cifar_fixture, tmp_path, capsys):
     """Resuming compares the saved configuration with the command's; a key added to the recipes since (like
     cutmix) is taken at its default, so an interrupted run from an older version continues."""
