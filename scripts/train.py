@@ -24,6 +24,18 @@ from cifar_models.train.onnx_forward import BACKENDS  # noqa: E402
 from cifar_models.train.recipes import get_recipe  # noqa: E402
 from cifar_models.train.tracking import DEFAULT_PROJECT, WandbLogger  # noqa: E402
 
+
+def size_schedule(text: str) -> list[list[int]]:
+    """--sizes 128x4,160x2,192x1: [[128, 4], [160, 2], [192, 1]] (input size x epochs, in order)."""
+    try:
+        pairs = [[int(v) for v in part.split("x")] for part in text.split(",")]
+        if pairs and all(len(p) == 2 and p[0] > 0 and p[1] > 0 for p in pairs):
+            return pairs
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r} is not a size schedule like 128x4,160x2,192x1 (size x epochs)")
+
+
 # Recipe values a flag can override (--batch-size sets batch_size ...), with their types (which reject bad values).
 RECIPE_FLAGS = dict(epochs=positive_int, batch_size=positive_int, lr=positive_float, weight_decay=non_negative_float,
                     momentum=fraction, label_smoothing=fraction, warmup_epochs=non_negative_float,
@@ -32,8 +44,9 @@ RECIPE_FLAGS = dict(epochs=positive_int, batch_size=positive_int, lr=positive_fl
                     cache_views=positive_int, input_size=positive_int, photo_augment=fraction, flip=bool, compile=bool,
                     channels_last=bool, distill_alpha=fraction, distill_temperature=positive_float,
                     distill_views=positive_int, ema_decay=fraction, cutmix=fraction,
-                    flip_average=bool)
+                    flip_average=bool, sizes=size_schedule)
 CHOICES = dict(optimizer=["sgd", "adamw"], schedule=["cosine", "linear"])
+
 ARCH_FLAGS = dict(widths=lambda s: [int(w) for w in s.split(",")], drop_rate=float, drop_path_rate=float)
 
 

@@ -45,6 +45,7 @@ from .distributed import Dist
 from .ema import WeightAverage
 from .features import cache_key, cached_stage_outputs, frozen_cache_fields, view_params
 from .onnx_forward import resolve_backend
+from .recipes import size_at
 from .state import resume, save_state
 
 if TYPE_CHECKING:
@@ -139,6 +140,7 @@ class Run:
     memory_format: torch.memory_format = torch.channels_last
     ema: WeightAverage | None = None    # recipes with ema_decay > 0: the averaged weights (validated, shipped)
     frozen_backend: str = "torch"       # what runs the frozen stages and a teacher from pixels (onnx_forward.py)
+    epoch_data_cfg: dict | None = None  # progressive resizing: the current epoch's input config (None: data_cfg)
 
 
 # ----------------------------------------------------------------------------- setup
@@ -160,6 +162,10 @@ def setup(cfg: dict, data_dir=None, run_dir="runs", name: str | None = None, ver
     data_cfg = dict(entry.data_config, source_size=32)
     if cfg.get("input_size"):
         data_cfg["input_size"] = int(cfg["input_size"])
+    if cfg.get("sizes"):
+        if cfg["freeze"] or cfg.get("distill_alpha"):
+            raise ConfigError("--sizes (progressive resizing) trains end to end: not with --freeze or distillation")
+        data_cfg["input_size"] = size_at(cfg, cfg["epochs"] - 1)  # the size the last epoch trains at ships
     if cfg.get("flip_average"):
         data_cfg["flip_average"] = True  # travels with the checkpoint: every prediction averages image and mirror
     model, pretrained = build_model(cfg["model"], cfg["arch"], cfg["pretrained"], len(data.class_names))
@@ -213,7 +219,8 @@ def _setup_end_to_end(run: Run) -> None:
     run.val_source = run.data.train.images[run.val_idx].to(run.device)
     run.draw = lambda perm, g: draw_augment(len(perm), g, pad, cfg["flip"], cfg.get("photo_augment", 0.0))
     run.gather = lambda source, idx, choice: source[idx.to(source.device)].to(run.device)
-    run.inputs = lambda x, choice: _as_input(to_model_input(apply_augment(x, choice, pad), data_cfg), run)
+    run.inputs = lambda x, choice: _as_input(to_model_input(apply_augment(x, choice, pad),
+                                                            run.epoch_data_cfg or data_cfg), run)
     run.trainable = run.model
     _wrap(run)
 
@@ -315,6 +322,8 @@ def run_epoch(run: Run, epoch: int) -> dict:
     cfg, dev, b = run.cfg, run.device, run.batch_size // run.dist.world
     steps, total = run.steps_per_epoch, run.steps_per_epoch * cfg["epochs"]
     warmup = int(cfg["warmup_epochs"] * steps)
+    if cfg.get("sizes"):  # training and this epoch's validation run at the epoch's size
+        run.epoch_data_cfg = dict(run.data_cfg, input_size=size_at(cfg, epoch))
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(cfg["seed"] * 100_003 + epoch)
     perm = torch.randperm(len(run.train_idx), generator=g)
@@ -381,7 +390,8 @@ def _validate(run: Run) -> dict:
     out = []
     for i in range(0, len(run.val_source), run.batch_size):
         x = run.val_source[i:i + run.batch_size]
-        x = _as_input(x.to(run.device) if run.cfg["freeze"] else to_model_input(x, run.data_cfg), run)
+        x = _as_input(x.to(run.device) if run.cfg["freeze"] else to_model_input(x, run.epoch_data_cfg or run.data_cfg),
+                      run)
         with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.amp):
             out.append(run.trainable(x).float())
     run.val_logits = torch.cat(out)

@@ -14,6 +14,7 @@ COMMON = dict(
     subset=None,             # train on about N images only (smoke runs)
     arch={},                 # architecture options passed to the model's builder
     input_size=None,         # None: the model's own input size (registry data_config)
+    sizes=None,              # progressive resizing, end to end: [[size, epochs], ...]; the last epoch's size ships
     optimizer="sgd",         # sgd (Nesterov momentum) or adamw
     momentum=0.9,
     weight_decay=5e-4,       # not applied to biases and batch-norm parameters
@@ -40,6 +41,19 @@ COMMON = dict(
     notes=None,
     description="",
 )
+
+
+def size_at(cfg: dict, epoch: int) -> int | None:
+    """The input size of epoch `epoch` (0-based) under the recipe's progressive `sizes` (None without them);
+    epochs past the schedule keep its last size."""
+    if not cfg.get("sizes"):
+        return None
+    end = 0
+    for size, epochs in cfg["sizes"]:
+        end += int(epochs)
+        if epoch < end:
+            return int(size)
+    return int(cfg["sizes"][-1][0])
 
 
 def list_recipes(model: str) -> list[str]:
