@@ -19,7 +19,8 @@ keeps those figures when they belong to the same weights and drops them otherwis
 --split validation evaluates on the checkpoint's own held-out validation images instead, for choosing
 (a recipe, test-time augmentation) without reading the test set: it prints the figures and writes them
 only to --out, never beside the checkpoint. --flip-average / --no-flip-average override the checkpoint's
-test-time flip averaging for one evaluation; the checkpoint's files are then left alone (only --out)."""
+test-time flip averaging for one evaluation, --input-size its input size (FixRes: test a little larger than the
+last training size); the checkpoint's files are then left alone (only --out)."""
 import argparse
 import sys
 import time
@@ -69,6 +70,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=None,
                    help="override the checkpoint's test-time flip averaging for this evaluation (e.g. to choose it "
                         "on --split validation); the checkpoint and its report are then left alone (only --out)")
+    p.add_argument("--input-size", type=positive_int,
+                   help="override the checkpoint's input size for this evaluation (to choose a test size on --split "
+                        "validation); the checkpoint and its report are then left alone (only --out)")
     p.add_argument("--corruptions", action="store_true",
                    help="run only the corruption benchmark and merge it into the report")
     p.add_argument("--corruption-limit", type=non_negative_int, default=DEFAULT_CORRUPTION_LIMIT,
@@ -83,16 +87,16 @@ def parse(argv=None) -> argparse.Namespace:
         p.error("--limit applies to the plain evaluation; use --corruption-limit with --corruptions")
     if a.corruptions and a.split == "validation":
         p.error("--corruptions runs on the test set; --split validation is for the plain evaluation and --photo")
-    if a.corruptions and a.flip_average is not None and not a.out:
-        p.error("--corruptions with --flip-average/--no-flip-average needs --out (the checkpoint's report keeps the "
-                "checkpoint's own settings)")
+    if a.corruptions and (a.flip_average is not None or a.input_size) and not a.out:
+        p.error("--corruptions with --flip-average/--no-flip-average or --input-size needs --out (the checkpoint's "
+                "report keeps the checkpoint's own settings)")
     return a
 
 
 def side_run(a) -> bool:
     """Whether this evaluation must leave the checkpoint's files alone: the validation split, or settings that
     are not the checkpoint's."""
-    return a.split == "validation" or a.flip_average is not None
+    return a.split == "validation" or a.flip_average is not None or bool(a.input_size)
 
 
 def main(argv=None):
@@ -116,6 +120,8 @@ def load(a):
     clf = load_classifier(a.checkpoint, device=a.device)
     if a.flip_average is not None:
         clf.data_config = dict(clf.data_config, flip_average=a.flip_average)
+    if a.input_size:
+        clf.data_config = dict(clf.data_config, input_size=a.input_size)
     if a.backend == "onnxruntime":
         from cifar_models.train.onnx_forward import onnx_classifier
 
@@ -186,9 +192,11 @@ def validation_run(a, clf, data) -> dict:
     t0 = time.perf_counter()
     report = evaluate_classifier(clf, val, batch_size=a.batch_size)
     report.update(checkpoint=str(a.checkpoint), split="validation", validation_images=len(val),
-                  seconds=time.perf_counter() - t0, device=str(a.device), backend=a.backend, flip_average=flips(clf))
+                  seconds=time.perf_counter() - t0, device=str(a.device), backend=a.backend, flip_average=flips(clf),
+                  input_size=int(clf.data_config["input_size"]))
     s = report["summary"]
-    print(f"{clf.name} on {len(val)} validation images, flip averaging {'on' if flips(clf) else 'off'} "
+    print(f"{clf.name} on {len(val)} validation images at {report['input_size']} px, flip averaging "
+          f"{'on' if flips(clf) else 'off'} "
           f"({report['seconds']:.0f}s on {a.device}): top-1 {s['top1']:.2%}  top-5 {s['top5']:.2%}  "
           f"NLL {s['nll']:.3f}  ECE {s['ece']:.3f}")
     return write_side(a, report)

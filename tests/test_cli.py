@@ -89,6 +89,8 @@ def test_library_errors_are_user_errors():
     (["--model", "cnn9", "--device", "cuda:99"], "argument --device: 'cuda:99'"),
     (["--model", "cnn9", "--device", "gpu"], "argument --device: 'gpu' is not a device"),
     (["--model", "cnn9", "--widths", "8,x"], "argument --widths"),
+    (["--model", "efficientnet_b0", "--sizes", "128x4,160"], "argument --sizes: '128x4,160' is not a size schedule"),
+    (["--model", "efficientnet_b0", "--sizes", "0x2"], "argument --sizes: '0x2' is not a size schedule"),
 ])
 def test_train_flags(capsys, argv, message):
     assert message in run_script("train", argv, capsys)
@@ -123,6 +125,8 @@ def test_train_mistakes_found_later(capsys, tmp_path, cifar_fixture, monkeypatch
     assert f"error: pretrained weights file {tmp_path / 'w.safetensors'} not found" in err
     err = run_script("train", ["--model", "cnn9", "--freeze", "9", "--widths", "8,16,32,64"] + data + common, capsys)
     assert "error: freeze=9: cnn9 has" in err
+    err = run_script("train", ["--model", "cnn9", "--freeze", "2", "--sizes", "32x1"] + data + common, capsys)
+    assert "error: --sizes (progressive resizing) trains end to end" in err
 
 
 def _damaged_copy(trained_cnn, tmp_path: Path) -> Path:

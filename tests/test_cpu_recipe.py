@@ -1,6 +1,7 @@
-"""The EfficientNet-B0 CPU recipe's code path, end to end on the tiny fixture: the frozen stages' output is
-cached (fp16, several views, in resumable parts), the later stages train, the checkpoint saves, loads and
-predicts; a lost cache part is recomputed alone, bit for bit."""
+"""The EfficientNet-B0 CPU recipes' code paths on the tiny fixture. `cpu` trains end to end with progressive
+resizing: every epoch trains and validates at its own input size and the last size ships. `cpu-frozen` (and
+`cpu-v2`): the frozen stages' output is cached (fp16, several views, in resumable parts), the later stages train,
+the checkpoint saves, loads and predicts; a lost cache part is recomputed alone, bit for bit."""
 import torch
 from PIL import Image
 from safetensors.torch import load_file
@@ -8,15 +9,56 @@ from safetensors.torch import load_file
 import pytest
 
 from cifar_models import load_classifier
-from cifar_models.train.recipes import get_recipe
-from cifar_models.train.loop import train
-from conftest import IMAGENET_WEIGHTS
+from cifar_models.common.errors import ConfigError
+from cifar_models.train.recipes import get_recipe, size_at
+from cifar_models.train.loop import finish, run_epoch, setup, train
+from conftest import IMAGENET_WEIGHTS, tiny_cnn_cfg
+
+
+def test_size_schedule_gives_each_epoch_its_size_and_keeps_the_last():
+    cfg = dict(sizes=[[128, 2], [160, 1]])
+    assert [size_at(cfg, e) for e in range(5)] == [128, 128, 160, 160, 160]
+    assert size_at({}, 0) is None and size_at(dict(sizes=None), 3) is None
+
+
+def test_b0_cpu_recipe_is_end_to_end_and_its_schedule_covers_its_epochs():
+    cfg = get_recipe("efficientnet_b0", "cpu")
+    assert not cfg["freeze"] and not cfg.get("distill_alpha") and cfg["pretrained"]
+    assert sum(n for _, n in cfg["sizes"]) == cfg["epochs"]
+    assert size_at(cfg, cfg["epochs"] - 1) == cfg["sizes"][-1][0]
+
+
+def test_progressive_resizing_trains_and_validates_each_epoch_at_its_size_and_ships_the_last(cifar_fixture,
+                                                                                           tmp_path):
+    """A tiny cnn9 (any input size: it pools globally) at 32 px for one epoch, then 48 px: the network sees
+    each epoch's size in training and in that epoch's validation; the checkpoint predicts at 48 px."""
+    cfg = tiny_cnn_cfg(sizes=[[32, 1], [48, 1]], epochs=2, flip_average=False)
+    run = setup(cfg, data_dir=cifar_fixture, run_dir=tmp_path / "runs", verify_md5=False)
+    seen = []
+    run.model.register_forward_pre_hook(lambda m, args: seen.append((m.training, args[0].shape[-1])))
+    for epoch in range(2):
+        run.history.append(run_epoch(run, epoch))
+        assert {size for _, size in seen} == {(32, 48)[epoch]}, (epoch, set(seen))
+        assert {training for training, _ in seen} == {True, False}  # training steps and validation
+        seen.clear()
+    meta = finish(run, tmp_path / "ck")
+    assert meta["data_config"]["input_size"] == 48 and meta["recipe"]["sizes"] == [[32, 1], [48, 1]]
+    clf = load_classifier(tmp_path / "ck" / "cnn9")
+    clf.model.register_forward_pre_hook(lambda m, args: seen.append((m.training, args[0].shape[-1])))
+    (top,) = clf.predict([Image.new("RGB", (40, 40), (200, 30, 30))])
+    assert len(top) == 5 and seen == [(False, 48)]  # inference reads the shipped size from the checkpoint
+
+
+def test_progressive_resizing_is_refused_with_frozen_stages(cifar_fixture, tmp_path):
+    with pytest.raises(ConfigError, match="end to end"):
+        setup(tiny_cnn_cfg(sizes=[[32, 1]], freeze=2, epochs=1), data_dir=cifar_fixture, run_dir=tmp_path,
+              verify_md5=False)
 
 
 @pytest.mark.slow
-def test_efficientnet_b0_cpu_recipe_caches_trains_saves_loads_and_predicts(cifar_fixture, tmp_path):
-    cfg = get_recipe("efficientnet_b0", "cpu")
-    assert cfg["freeze"] == 6 and cfg["cache_views"] >= 2  # the shipped recipe: stem + block stages 1-5 frozen
+def test_efficientnet_b0_frozen_recipe_caches_trains_saves_loads_and_predicts(cifar_fixture, tmp_path):
+    cfg = get_recipe("efficientnet_b0", "cpu-frozen")
+    assert cfg["freeze"] == 6 and cfg["cache_views"] >= 2  # stem + block stages 1-5 frozen
     pretrained = str(IMAGENET_WEIGHTS) if IMAGENET_WEIGHTS.is_file() else None
     # Smaller than the real run, same code path: 64 px (stage 5's output is then 4x4 instead of 12x12),
     # 2 cached views, about 300 training images, one epoch.

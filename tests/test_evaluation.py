@@ -107,3 +107,28 @@ def test_evaluate_on_validation_and_with_flip_override_leaves_the_checkpoint_alo
     bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--checkpoint", str(tmp_path / "cnn9"),
                           "--corruptions", "--split", "validation"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--split validation is for" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_input_size_override_evaluates_at_that_size_and_leaves_the_checkpoint_alone(trained_cnn, cifar_fixture,
+                                                                                  tmp_path):
+    """`--input-size N` (choosing a test size on validation, FixRes) runs the network at N px: the same top-1 per
+    image as the classifier with that size; the checkpoint's files stay as they are."""
+    import shutil
+
+    for f in trained_cnn[0].parent.glob("cnn9.*"):
+        shutil.copy(f, tmp_path / f.name)
+    before = {f.name: f.read_bytes() for f in tmp_path.glob("cnn9.*")}
+    out = tmp_path / "val48.json"
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--checkpoint", str(tmp_path / "cnn9"),
+                          "--data-dir", str(cifar_fixture), "--no-verify", "--split", "validation", "--input-size", "48",
+                          "--out", str(out)], capture_output=True, text=True, check=True)
+    assert "validation images at 48 px" in run.stdout
+    assert {f.name: f.read_bytes() for f in tmp_path.glob("cnn9.*")} == before
+    clf = load_classifier(tmp_path / "cnn9")
+    val = validation_split(load_cifar100(cifar_fixture, verify=False), clf.meta)
+    r = json.loads(out.read_text())
+    at32 = clf.logits(val.images)
+    clf.data_config = dict(clf.data_config, input_size=48)
+    at48 = clf.logits(val.images)
+    assert r["input_size"] == 48 and r["images"]["top1"] == at48.argmax(1).tolist()
+    assert not torch.allclose(at48, at32, atol=1e-3)  # the size changed what the network saw
