@@ -277,9 +277,10 @@ register(ModelEntry(
                     photo_augment=0.25, notes=_CPU_NOTE,
                     description="EfficientNet-B0 from ImageNet-1k, fine-tuned end to end at 128 then 160 px "
                                 "(progressive resizing), CPU recipe"),
-        # CPU, the earlier recipe (shipped until session 8): the first 6 stages (stem + block stages 1-5) stay frozen; their 12x12 output at 192 px is
-        # computed once for 4 views of every training image (original, mirror, 2 random crops) and cached
-        # in fp16; block stages 6-7, conv_head and a new classifier are fine-tuned on it.
+        # CPU, the earlier recipe (shipped until session 8): the first 6 stages (stem + block stages 1-5) stay
+        # frozen; their 12x12 output at 192 px is computed once for 4 views of every training image (original,
+        # mirror, 2 random crops) and cached in fp16; block stages 6-7, conv_head and a new classifier are
+        # fine-tuned on it.
         "cpu-frozen": dict(arch=dict(drop_rate=0.2, drop_path_rate=0.2), pretrained="hub", input_size=192, freeze=6,
                     cache_views=4, epochs=8, batch_size=128, optimizer="adamw", lr=1e-3, weight_decay=0.05,
                     warmup_epochs=0.5, notes=_CPU_NOTE,
