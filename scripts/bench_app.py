@@ -128,8 +128,10 @@ def make_files(folder: Path, max_upload_mb: int) -> list[tuple[str, str, str]]:
 
 
 def check_answer(r) -> None:
-    assert set(r) >= {"cnn9", "efficientnet_b0", "agree"}, r
-    for name in ("cnn9", "efficientnet_b0"):
+    """A /predict answer: one entry per loaded checkpoint (whatever they are named), plus agree and batch."""
+    models = set(r) - {"agree", "batch"}
+    assert models and "agree" in r, r
+    for name in models:
         assert len(r[name]["top"]) == 5 and r[name]["superclass"] and r[name]["milliseconds"] >= 0, r
 
 

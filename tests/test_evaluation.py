@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from cifar_models import load_classifier, load_cifar100
@@ -71,6 +72,7 @@ def test_the_gallery_opens_on_the_weakest_and_the_strongest_model_with_per_image
     assert contrast_pair(ties, list("abc")) == ["a", "b"]
 
 
+@pytest.mark.slow  # runs scripts/evaluate.py in a subprocess (several seconds)
 def test_evaluate_on_validation_and_with_flip_override_leaves_the_checkpoint_alone(trained_cnn, cifar_fixture,
                                                                                  tmp_path):
     """`--split validation` (choosing) reads the held-out split, not the test set; `--flip-average` overrides the
@@ -109,6 +111,7 @@ def test_evaluate_on_validation_and_with_flip_override_leaves_the_checkpoint_alo
     assert bad.returncode == 2 and "--split validation is for" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow  # runs scripts/evaluate.py in a subprocess (several seconds)
 def test_input_size_override_evaluates_at_that_size_and_leaves_the_checkpoint_alone(trained_cnn, cifar_fixture,
                                                                                   tmp_path):
     """`--input-size N` (choosing a test size on validation, FixRes) runs the network at N px: the same top-1 per

@@ -88,6 +88,7 @@ def test_a_classifier_through_onnxruntime_predicts_as_pytorch(trained_cnn):
         onnx_classifier(type("OnGpu", (), {"device": CUDA})())
 
 
+@pytest.mark.slow  # runs scripts/evaluate.py in a subprocess (several seconds)
 def test_evaluate_backend_onnxruntime_gives_the_same_report_and_says_which_ran(trained_cnn, cifar_fixture, tmp_path):
     reports = {}
     for backend in ("torch", "onnxruntime"):
