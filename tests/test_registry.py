@@ -10,7 +10,8 @@ from cifar_models.common.meta import title
 from cifar_models.dashboard.catalog import agreement_line
 from cifar_models.serve.batching import compare
 from cifar_models.data import CIFAR100_MEAN, CIFAR100_STD
-from cifar_models.models import ModelEntry, get_entry, list_models, model_stages, register, unregister
+from cifar_models.models import (ModelEntry, build_model, count_params, get_entry, list_models, model_stages, register,
+                                 unregister)
 from cifar_models.train.recipes import get_recipe
 from cifar_models.train.loop import train
 
@@ -100,3 +101,12 @@ def test_any_timm_architecture_trains_by_name_with_its_own_input_config(cifar_fi
     clf = load_classifier(tmp_path / "ck" / "timm:test_efficientnet")
     (top,) = clf.predict([Image.new("RGB", (20, 20), (0, 90, 200))])
     assert len(top) == 5
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_every_recipe_ships_fp16_weights_under_10_mb(model):
+    """Shipped weights stay fp16 safetensors under 10 MB each: every named recipe's network must fit."""
+    for recipe in get_entry(model).recipes:
+        cfg = get_recipe(model, recipe)
+        net, _ = build_model(model, cfg["arch"], pretrained=None)
+        assert 2 * count_params(net) < 10e6, (model, recipe, count_params(net))
