@@ -165,6 +165,7 @@ def test_make_examples_mistakes(capsys, tmp_path, cifar_fixture):
     ("bench_decode", ["--repeat", "0"], "argument --repeat: '0' is not a whole number above 0"),
     ("bench_app", ["--app", "nosuch.py"], "argument --app: file 'nosuch.py' not found"),
     ("bench_app", ["--clients", "-3"], "argument --clients: '-3' is not a whole number above 0"),
+    ("screenshots", ["--image", "nosuch.png"], "argument --image: file 'nosuch.png' not found"),
 ])
 def test_bench_flags(capsys, script, argv, message):
     assert message in run_script(script, argv, capsys)

@@ -55,8 +55,12 @@ def training_curves(histories: dict[str, list[dict]], metric: str) -> go.Figure:
                    legend=dict(orientation="h", y=-0.25), hovermode="x unified")
 
 
+MIN_BIN_IMAGES = 10  # a reliability bin with fewer images is left out: its accuracy is noise (1 image: 0 or 100%)
+
+
 def reliability_diagram(report: dict, model: str) -> go.Figure:
-    """Accuracy against confidence per bin, before and after temperature scaling; the diagonal is perfect."""
+    """Accuracy against confidence per bin (bins of at least MIN_BIN_IMAGES images), before and after
+    temperature scaling; the diagonal is perfect."""
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
                              line=dict(color="#999", dash="dot")))
@@ -65,7 +69,7 @@ def reliability_diagram(report: dict, model: str) -> go.Figure:
     if report.get("reliability_calibrated"):
         curves.append((f"temperature {cal.get('temperature', 1):.2f}", report["reliability_calibrated"], "solid"))
     for label, bins, dash in curves:
-        pts = [b for b in bins if b["count"]]
+        pts = [b for b in bins if b["count"] >= MIN_BIN_IMAGES]
         fig.add_trace(go.Scatter(x=[b["confidence"] for b in pts], y=[b["accuracy"] for b in pts],
                                  mode="lines+markers", name=label, line=dict(color=_color(model), dash=dash),
                                  customdata=[b["count"] for b in pts],
@@ -133,8 +137,8 @@ def corruption_curves(reports: dict[str, dict], titles: dict[str, str] | None = 
     n = {r["corruption_eval"]["test_images"] for r in reports.values()}
     return _layout(fig, 260 * rows + 80, title=dict(
         text=f"Test top-1 against corruption severity ({', '.join(f'{k:,}' for k in sorted(n))} test images)", x=0.02),
-        legend=dict(orientation="h", y=1.0 + 0.35 / rows, x=1, xanchor="right"), hovermode="closest",
-        margin=dict(l=10, r=20, t=110, b=30))
+        legend=dict(orientation="h", y=-0.3 / rows, x=0, xanchor="left"), hovermode="closest",  # below: long
+        margin=dict(l=10, r=20, t=80, b=70))  # model titles beside the title would run into it
 
 
 def accuracy_intervals(summary: dict[str, dict], titles: dict[str, str] | None = None) -> go.Figure:
