@@ -25,10 +25,11 @@ data=$1 weights=$2 out=$3
 shift 3
 [ -f "$data/train" ] || { echo "error: no CIFAR-100 at $data (train, test, meta)" >&2; exit 2; }
 [ -f "$weights" ] || { echo "error: no ImageNet weights at $weights" >&2; exit 2; }
-cd "$(dirname "$0")/.."
+mkdir -p "$out"
+data=$(cd "$data" && pwd) weights=$(cd "$(dirname "$weights")" && pwd)/$(basename "$weights") out=$(cd "$out" && pwd)
+cd "$(dirname "$0")/.."  # the repository (the paths above are absolute now)
 py=${PYTHON:-$(command -v python3 || command -v python)}
 work=$(mktemp -d /tmp/gpu-session.XXXXXX)
-mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 
 {

@@ -181,3 +181,18 @@ def test_a_real_command_line(tmp_path):
     assert out.stderr.splitlines() == [out.stderr.strip()] and out.stderr.startswith("error: unknown model 'nosuch'")
     out = subprocess.run(cmd, capture_output=True, text=True, env=dict(env, **{DEBUG_ENV: "1"}), timeout=300)
     assert out.returncode == 2 and "Traceback" in out.stderr and "UnknownNameError" in out.stderr
+
+
+def test_gpu_session_script_mistakes(tmp_path):
+    """scripts/gpu_session.sh (one call on a lent GPU) answers a wrong call with one line and status 2."""
+    script = str(ROOT / "scripts" / "gpu_session.sh")
+    out = subprocess.run(["bash", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.startswith("usage: bash scripts/gpu_session.sh DATA_DIR WEIGHTS OUT")
+    out = subprocess.run(["bash", script, str(tmp_path / "nodata"), "w.safetensors", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "error: no CIFAR-100 at" in out.stderr and not (tmp_path / "out").exists()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train").write_bytes(b"")
+    out = subprocess.run(["bash", script, str(tmp_path / "data"), str(tmp_path / "nosuch.safetensors"),
+                          str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "error: no ImageNet weights at" in out.stderr
