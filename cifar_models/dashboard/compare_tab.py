@@ -65,7 +65,7 @@ class CompareTab:
             self.curve_loss = gr.Plot(show_label=False, elem_id="curve-loss")
 
     def _slot(self, start, i: int) -> Slot:
-        with gr.Column(min_width=300, visible=i < len(start)) as col:
+        with gr.Column(min_width=260, visible=i < len(start)) as col:  # three side by side on a 1280 px screen
             heading = gr.Markdown(slot_heading(self.page, start, i), elem_id=f"heading-{i}")
             bars = gr.Plot(show_label=False, elem_id=f"bars-{i}")
             caption = gr.Markdown("")
