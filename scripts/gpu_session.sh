@@ -78,7 +78,7 @@ for js in sorted(folder.glob("*.json")):
     for i in range(0, len(test), 500):
         batch = [Image.fromarray(x.permute(1, 2, 0).numpy()) for x in test.images[i:i + 500]]
         top = clf.predict(batch, k=1)
-        right += sum(clf.classes.index(p[0][0]) == int(y) for p, y in zip(top, test.labels[i:i + 500]))
+        right += sum(p[0][0] == clf.classes[int(y)] for p, y in zip(top, test.labels[i:i + 500]))
     print(f"check: {js.stem} top-1 {100 * right / len(test):.2f}% on {len(test)} test images through "
           f"load_classifier(...).predict ({time.time() - t:.0f} s)")
 EOF

@@ -5,7 +5,6 @@ docs/screenshot.png (Compare, one image through every shown model, heat maps on)
 
 Needs Debian's chromium (`apt-get install chromium`) and playwright (requirements.txt), as the browser tests do."""
 import argparse
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -15,17 +14,16 @@ sys.path.insert(0, str(ROOT))
 
 from cifar_models.cli import add_debug_flag, existing_file, run  # noqa: E402
 from cifar_models.common.errors import MissingPackageError  # noqa: E402
-from cifar_models.dashboard.launch import AppProcess  # noqa: E402
+from cifar_models.dashboard.launch import CHROMIUM, AppProcess, launch_chromium  # noqa: E402
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 WAIT_MS = 180_000
 
 
-def shoot(url: str, image: str, out: Path, chromium: str) -> None:
+def shoot(url: str, image: str, out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=ARGS)
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.goto(url, wait_until="load", timeout=WAIT_MS)
         page.wait_for_function("document.querySelector('#agreement')?.innerText.includes('say')", timeout=WAIT_MS)
@@ -49,8 +47,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--out", type=Path, default=ROOT / "docs")
     add_debug_flag(p)
     a = p.parse_args(argv)
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromium:
+    if not CHROMIUM:
         raise MissingPackageError("chromium is not installed: apt-get install chromium")
     try:
         import playwright  # noqa: F401
@@ -61,7 +58,7 @@ def main(argv: list[str]) -> None:
         app = AppProcess.start(ROOT / "app.py", Path(d) / "app.log")
         try:
             app.wait_listening()
-            shoot(app.url, str(Path(a.image).resolve()), a.out, chromium)
+            shoot(app.url, str(Path(a.image).resolve()), a.out)
         finally:
             app.stop()
     print(f"wrote {a.out / 'screenshot.png'} and {a.out / 'analysis.png'}")

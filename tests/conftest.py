@@ -1,7 +1,6 @@
 """Shared fixtures: a tiny, learnable data set in the exact CIFAR-100 python format."""
 import os
 import pickle
-import shutil
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from cifar_models.dashboard.launch import CHROMIUM, launch_chromium  # noqa: E402  (the tests' and scripts' browser)
 
 REAL_DATA = Path(os.environ.get("CIFAR100_DIR") or ROOT.parent / "shared" / "data" / "cifar-100-python")
 IMAGENET_WEIGHTS = ROOT.parent / "shared" / "weights" / "tf_efficientnet_b0.in1k_tfhub_bnrecal.safetensors"
@@ -80,9 +80,6 @@ def start_app(checkpoint_dir: Path, log_path: Path):
     return app.proc, app.url
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def chromium_or_skip():
     if not CHROMIUM:
         if os.environ.get("REQUIRE_BROWSER"):
@@ -92,9 +89,5 @@ def chromium_or_skip():
 
 def new_page(playwright, fake_camera: bool = False):
     """Headless Chromium (Debian's) and a tall page: (browser, page). fake_camera: its fake webcam, allowed."""
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"]
-    if fake_camera:
-        args += ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+    browser = launch_chromium(playwright, fake_camera)
     return browser, browser.new_page(viewport={"width": 1400, "height": 1800})

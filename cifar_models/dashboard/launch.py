@@ -1,5 +1,6 @@
 """Starting the dashboard (or any Gradio script) as a process of its own, on a free loopback port: the one
-launcher that the tests and `scripts/bench_app.py` share.
+launcher that the tests, `scripts/bench_app.py` and `scripts/screenshots.py` share (and headless Chromium for a
+browser to look at it).
 
     app = AppProcess.start(ROOT / "app.py", log_path, CHECKPOINT_DIR="...")
     app.wait_listening()          # or: wait until it answers, as the benchmark does
@@ -9,6 +10,7 @@ launcher that the tests and `scripts/bench_app.py` share.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,6 +20,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = float(os.environ.get("APP_START_TIMEOUT", 600))  # a busy 2-core CPU starts the app slowly
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")  # Debian's; None when not installed
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+FAKE_CAMERA_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 
 
 class AppStartError(RuntimeError):
@@ -80,3 +86,9 @@ class AppProcess:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def launch_chromium(playwright, fake_camera: bool = False):
+    """Headless Chromium (CHROMIUM) through Playwright; fake_camera: its fake webcam, allowed."""
+    return playwright.chromium.launch(executable_path=CHROMIUM,
+                                      args=CHROMIUM_ARGS + (FAKE_CAMERA_ARGS if fake_camera else []))
