@@ -5,10 +5,12 @@
 1. Start-up: `scripts/bare_app.py` (the same endpoint returning a constant, same queue settings), then
    `app.py`, each timed from launch to its first served /predict.
 2. One request at a time: p50/p95 of `--calls` predict calls through gradio_client on each app, and the
-   two models' forward passes alone (in this process); prints app p50 / (bare p50 + models' time).
+   shipped models' forward passes alone (in this process); prints app p50 / (bare p50 + models' time).
 3. Load: `--clients` clients at once, `--per-client` requests each, valid photos mixed with bad files
    (and uploads over the size limit sent straight to the upload route); for each app, alternating, over
-   `--rounds` rounds: requests/s, p50, p95, unexpected errors; then the app's ratio to the bare app.
+   `--rounds` rounds: requests/s, p50, p95, unexpected errors; then the app's ratio to the bare app, and the
+   CPU time per request of each server process and of this benchmark's own clients (which share the machine:
+   on 2 cores, gradio_client's threads take most of it, so the ratio is not the servers' CPU ratio).
 4. Memory: the app's resident memory (its model process included) after its first 50 requests and after `--total` requests, each read
    twice: the moment the last request returns, and once the app has been idle for `SETTLE_S` (it hands freed
    memory back to the system after 1 s idle, common/memory.py). The bar compares the settled readings.
@@ -63,19 +65,46 @@ def first_answer(app: AppProcess, image=EXAMPLE, timeout: float = 300) -> tuple[
             time.sleep(0.05)
 
 
+def family(pid: int) -> list[int]:
+    """A process and all its descendants (the app's model process included)."""
+    out = [pid]
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                out += family(int(child))
+    except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+        pass
+    return out
+
+
 def rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (the app's model process included), in MB."""
+    """Resident memory of a process and all its descendants, in MB."""
     total = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            total += int(line.split()[1]) / 1024
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            try:
-                total += rss_mb(int(child))
-            except (FileNotFoundError, ProcessLookupError):
-                pass
+    for p in family(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except (FileNotFoundError, ProcessLookupError):
+            pass
     return total
+
+
+def cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by a process and by each of its descendants: {pid: seconds}."""
+    out = {}
+    for p in family(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        out[p] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def cpu_per_request(before: dict[int, float], after: dict[int, float], requests: int) -> list[float]:
+    """CPU ms per request of each process between two `cpu_s` readings (the parent first)."""
+    return [(after[p] - before.get(p, 0.0)) / max(requests, 1) * 1000 for p in after]
 
 
 SETTLE_S = 2.0
@@ -248,23 +277,34 @@ def one_at_a_time(bare_client: Client, app_client: Client, calls: int) -> None:
           f"{statistics.median(app_t) / floor:.2f}x")
 
 
-def load_rounds(a, mix, bare_url: str, app_url: str) -> tuple[int, int]:
-    """`a.rounds` rounds of load on each app, alternating; prints each and the ratio. (requests sent to the app,
-    its unexpected errors)."""
+def load_rounds(a, mix, bare: AppProcess, app: AppProcess) -> tuple[int, int]:
+    """`a.rounds` rounds of load on each app, alternating; prints each, the ratio, and where the CPU went (the
+    server's processes and this benchmark's own clients share the machine). (requests sent to the app, its
+    unexpected errors)."""
     res = {"bare": [], "app": []}
     for r in range(a.rounds):
-        for name, url in (("bare", bare_url), ("app", app_url)):
-            out = load(url, mix, a.clients, a.per_client, check=name == "app")
+        for name, proc in (("bare", bare), ("app", app)):
+            server0, client0 = cpu_s(proc.proc.pid), time.process_time()
+            out = load(proc.url, mix, a.clients, a.per_client, check=name == "app")
+            server = cpu_per_request(server0, cpu_s(proc.proc.pid), out["requests"])
+            out["server_ms"], out["client_ms"] = server, (time.process_time() - client0) / max(out["requests"], 1) * 1000
             res[name].append(out)
             print(f"  round {r + 1} {name:4s}: {out['rps']:5.1f} requests/s, p50 {out['p50']:6.0f} ms, "
                   f"p95 {out['p95']:6.0f} ms, unexpected errors {len(out['errors'])}"
                   + (f": {out['errors'][:3]}" if out["errors"] else ""))
     med = {k: statistics.median(o["rps"] for o in v) for k, v in res.items()}
     print(f"median requests/s: app {med['app']:.1f}, bare {med['bare']:.1f} -> app/bare = {med['app'] / med['bare']:.0%}")
+    for name, outs in res.items():  # CPU ms per request, median over the rounds
+        parts = [statistics.median(o["server_ms"][i] for o in outs if len(o["server_ms"]) > i)
+                 for i in range(max(len(o["server_ms"]) for o in outs))]
+        label = " + ".join(f"{w} {v:.1f}" for w, v in zip(("web process", "model process"), parts)) if name == "app" \
+            else f"{parts[0]:.1f}"
+        print(f"CPU per request under load, {name}: server {sum(parts):.1f} ms ({label}); this benchmark's clients "
+              f"{statistics.median(o['client_ms'] for o in outs):.1f} ms")
     return sum(o["requests"] for o in res["app"]), sum(len(o["errors"]) for o in res["app"])
 
 
-def under_load(a, app: AppProcess, app_client: Client, bare_url: str) -> None:
+def under_load(a, app: AppProcess, app_client: Client, bare: AppProcess) -> None:
     """Load rounds, then more requests up to `a.total`, with the app's memory after 50 requests and at the end."""
     with tempfile.TemporaryDirectory() as d:
         mix = make_files(Path(d), MAX_UPLOAD_MB)
@@ -276,7 +316,7 @@ def under_load(a, app: AppProcess, app_client: Client, bare_url: str) -> None:
         rss50_now, rss50 = rss_pair(app.proc.pid)
         print(f"load: {a.clients} clients x {a.per_client} requests at once; mix of {len(mix) - n_bad} valid photos "
               f"and {n_bad} bad files (text, truncated, empty, decompression bomb, over {MAX_UPLOAD_MB} MB)")
-        requests, errors = load_rounds(a, mix, bare_url, app.url)
+        requests, errors = load_rounds(a, mix, bare, app)
         sent += requests
         while sent < a.total:
             out = load(app.url, mix, a.clients, min(a.per_client, max(1, (a.total - sent) // a.clients)))
@@ -305,7 +345,7 @@ def main(argv=None):
         print(f"start-up to first served request: app {app_start:.2f} s, bare Gradio {bare_start:.2f} s "
               f"(+{app_start - bare_start:.2f} s)")
         one_at_a_time(bare_client, app_client, a.calls)
-        under_load(a, app, app_client, bare.url)
+        under_load(a, app, app_client, bare)
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         for proc in procs:

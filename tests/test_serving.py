@@ -166,3 +166,38 @@ def test_the_trimmer_hands_memory_back_after_activity_only(monkeypatch):
     trimmer.touch()
     time.sleep(0.3)
     assert len(calls) == 2
+
+
+def test_the_benchmark_counts_the_cpu_of_a_server_and_of_its_child_process():
+    # scripts/bench_app.py splits the CPU per request between the web process and its model process: a parent
+    # and a child that both burn CPU are both found and both counted, parent first.
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_app", Path(__file__).parents[1] / "scripts" / "bench_app.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < {}: pass\n"
+    code = ("import subprocess, sys\nchild = subprocess.Popen([sys.executable, '-c', %r])\n" % (burn.format(0.4)
+            + "import time; time.sleep(30)") + burn.format(0.2) + "print('burnt', flush=True)\nchild.wait()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        before = bench.cpu_s(proc.pid)
+        assert proc.stdout.readline().strip() == "burnt"
+        deadline = time.monotonic() + 30
+        while True:  # until the child's burn is done too (it started with the parent's)
+            after = bench.cpu_s(proc.pid)
+            if len(after) == 2 and list(after.values())[1] >= 0.4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert list(after)[0] == proc.pid and len(after) == 2, after
+        ms = bench.cpu_per_request(before, after, requests=10)
+        assert len(ms) == 2 and ms[0] >= 10 and ms[1] >= 40, ms  # >= 0.1 s and 0.4 s over 10 requests
+        child = list(after)[1]
+        assert bench.rss_mb(proc.pid) > bench.rss_mb(child) > 0  # memory is summed over the family too
+    finally:
+        for p in bench.family(proc.pid)[::-1]:
+            subprocess.run(["kill", str(p)], check=False)
+        proc.wait(timeout=10)
