@@ -297,10 +297,9 @@ def load_rounds(a, mix, bare: AppProcess, app: AppProcess) -> tuple[int, int]:
     for name, outs in res.items():  # CPU ms per request, median over the rounds
         parts = [statistics.median(o["server_ms"][i] for o in outs if len(o["server_ms"]) > i)
                  for i in range(max(len(o["server_ms"]) for o in outs))]
-        label = " + ".join(f"{w} {v:.1f}" for w, v in zip(("web process", "model process"), parts)) if name == "app" \
-            else f"{parts[0]:.1f}"
-        print(f"CPU per request under load, {name}: server {sum(parts):.1f} ms ({label}); this benchmark's clients "
-              f"{statistics.median(o['client_ms'] for o in outs):.1f} ms")
+        split = " + ".join(f"{w} {v:.1f}" for w, v in zip(("web process", "model process"), parts))
+        print(f"CPU per request under load, {name}: server {sum(parts):.1f} ms" + (f" ({split})" if len(parts) > 1 else "")
+              + f"; this benchmark's clients {statistics.median(o['client_ms'] for o in outs):.1f} ms")
     return sum(o["requests"] for o in res["app"]), sum(len(o["errors"]) for o in res["app"])
 
 
