@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from cifar_models import load_classifier
 from cifar_models.checkpoint import CheckpointError, checkpoint_paths
 from cifar_models.common.meta import model_card
-from cifar_models.train.loop import SPEED_FLAGS
+from cifar_models.train.loop import SPEED_FLAGS, use_amp
 from conftest import ROOT
 
 
@@ -24,6 +24,24 @@ def test_short_cpu_run_learns_far_above_chance(trained_cnn):
     h = meta["history"][-1]
     assert set(h) >= {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_s"}
     assert meta["history"][0]["train_loss"] > h["train_loss"]
+
+
+@pytest.mark.parametrize("machine, avx512_bf16, amx, onednn, expected", [
+    ("x86_64", False, False, True, False),   # AVX-512 without bf16 (Skylake-SP to Ice Lake): oneDNN emulates, slower
+    ("x86_64", True, False, True, True),     # AVX-512 bf16 (e.g. AMD Zen 4)
+    ("x86_64", False, True, True, True),     # AMX (Sapphire Rapids and later)
+    ("x86_64", False, False, False, False),  # AVX2 only
+    ("aarch64", False, False, True, True),   # Arm: oneDNN's answer (bf16 instructions)
+])
+def test_bf16_autocast_only_where_the_cpu_computes_bf16(monkeypatch, machine, avx512_bf16, amx, onednn, expected):
+    import platform
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn)
+    assert use_amp("auto", torch.device("cpu")) is expected
+    assert use_amp("auto", torch.device("cuda")) is True
+    assert use_amp(False, torch.device("cuda")) is False and use_amp(True, torch.device("cpu")) is True
 
 
 def test_checkpoint_json_says_everything(trained_cnn):
