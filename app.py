@@ -7,7 +7,8 @@ Every checkpoint in CHECKPOINT_DIR (default checkpoints/) is loaded at start-up,
 chooses which 1-4 of them are shown (the folder's first four by default). Wiring only: the page is
 cifar_models/dashboard/, the models cifar_models/serve/. The models run in their own process, started before
 Gradio is imported so that both load at once; this process never imports torch. MODEL_PROCESS=0 keeps them
-in this process.
+in this process. Predictions run through onnxruntime once the warm-up has exported each network (PyTorch
+until then, and for heat maps); MODEL_BACKEND=torch keeps PyTorch for everything.
 """
 from __future__ import annotations
 

@@ -123,7 +123,7 @@ def load(a):
     if a.input_size:
         clf.data_config = dict(clf.data_config, input_size=a.input_size)
     if a.backend == "onnxruntime":
-        from cifar_models.train.onnx_forward import onnx_classifier
+        from cifar_models.onnx_forward import onnx_classifier
 
         clf = onnx_classifier(clf)
     return clf

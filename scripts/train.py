@@ -20,7 +20,7 @@ from cifar_models.models import list_models  # noqa: E402
 from cifar_models.train.distill import check_config, teacher_name  # noqa: E402
 from cifar_models.train.distributed import Dist  # noqa: E402
 from cifar_models.train.loop import train  # noqa: E402
-from cifar_models.train.onnx_forward import BACKENDS  # noqa: E402
+from cifar_models.onnx_forward import BACKENDS  # noqa: E402
 from cifar_models.train.recipes import get_recipe  # noqa: E402
 from cifar_models.train.tracking import DEFAULT_PROJECT, WandbLogger  # noqa: E402
 

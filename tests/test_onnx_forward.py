@@ -1,6 +1,6 @@
-"""Forward-only phases through onnxruntime (train/onnx_forward.py): the rule that picks it, and its outputs
+"""Forward-only phases through onnxruntime (onnx_forward.py): the rules that pick it, and its outputs
 against PyTorch's for frozen stages (fp16 cache), for a teacher on pixels, and for a whole classifier
-(`scripts/evaluate.py --backend onnxruntime`)."""
+(`scripts/evaluate.py --backend onnxruntime`, the dashboard on a CPU without native bf16)."""
 import json
 import subprocess
 import sys
@@ -12,7 +12,7 @@ from cifar_models import load_classifier
 from cifar_models.common.errors import ConfigError
 from cifar_models.models import build_model, get_entry, model_stages
 from cifar_models.train.features import cached_stage_outputs, frozen_cache_fields, run_stages, view_params
-from cifar_models.train.onnx_forward import OnnxNetwork, onnx_classifier, onnx_forward, resolve_backend
+from cifar_models.onnx_forward import OnnxNetwork, onnx_classifier, onnx_forward, resolve_backend
 from cifar_models.data import apply_augment, to_model_input
 from conftest import ROOT
 
@@ -102,3 +102,64 @@ def test_evaluate_backend_onnxruntime_gives_the_same_report_and_says_which_ran(t
     assert fast["top1"] == slow["top1"] and fast["label"] == slow["label"]  # every image's top-1, the same
     assert fast["confidence"] == pytest.approx(slow["confidence"], abs=2e-4)  # 4 decimals: rounding may differ
     assert reports["onnxruntime"]["summary"]["top1"] == reports["torch"]["summary"]["top1"]
+
+
+def test_serving_backend_auto_is_onnxruntime_when_installed(monkeypatch):
+    import importlib.util
+
+    from cifar_models.onnx_forward import serving_backend
+    assert serving_backend("auto") == "onnxruntime"  # a requirement: installed here
+    assert serving_backend("torch") == "torch" and serving_backend("onnxruntime") == "onnxruntime"
+    with pytest.raises(ConfigError, match="MODEL_BACKEND='onnx': choose one of auto, torch, onnxruntime"):
+        serving_backend("onnx")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    assert serving_backend("auto") == "torch"
+
+
+@pytest.fixture
+def cnn9_folder(trained_cnn, tmp_path):
+    import shutil
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(trained_cnn[0].with_suffix(suffix), tmp_path / f"cnn9{suffix}")
+    return tmp_path
+
+
+def test_the_dashboard_moves_its_predictions_to_onnxruntime_in_the_warm_up(cnn9_folder):
+    from PIL import Image
+
+    from cifar_models.serve.host import LocalModels
+    image = Image.open(ROOT / "examples" / "cifar" / "tiger_test422.png")
+    host = LocalModels(cnn9_folder, backend="onnxruntime")
+    torch_clf = host.models["cnn9"]
+    assert host.serving["cnn9"] is torch_clf  # PyTorch until the warm-up
+    before = host.predict(image)
+    lab_before = host.corrupted(["cnn9"], image, {"gaussian_noise": 3}, seed=1)["models"]["cnn9"]["top"]
+    host.warm_up()
+    assert isinstance(host.serving["cnn9"].model, OnnxNetwork) and host.models["cnn9"] is torch_clf
+    assert not isinstance(torch_clf.model, OnnxNetwork)
+    after = host.predict(image)
+    assert [t["label"] for t in after["cnn9"]["top"]] == [t["label"] for t in before["cnn9"]["top"]]
+    assert [t["probability"] for t in after["cnn9"]["top"]] == pytest.approx(
+        [t["probability"] for t in before["cnn9"]["top"]], abs=1e-5)
+    lab_after = host.corrupted(["cnn9"], image, {"gaussian_noise": 3}, seed=1)["models"]["cnn9"]["top"]
+    assert [t["label"] for t in lab_after] == [t["label"] for t in lab_before]
+    cam = host.explain("cnn9", image, after["cnn9"]["top"][0]["label"])  # heat maps: PyTorch's network, gradients
+    assert isinstance(cam, Image.Image)
+
+
+def test_torch_backend_and_a_failed_export_keep_pytorch(cnn9_folder, monkeypatch, caplog):
+    import cifar_models.onnx_forward as of
+    from cifar_models.serve.host import LocalModels
+    host = LocalModels(cnn9_folder, backend="torch")
+    host.warm_up()
+    assert host.serving["cnn9"] is host.models["cnn9"]
+
+    def cannot(clf, spinning=True):
+        raise RuntimeError("unsupported operator")
+    monkeypatch.setattr(of, "onnx_classifier", cannot)
+    host = LocalModels(cnn9_folder, backend="onnxruntime")
+    with caplog.at_level("WARNING", logger="cifar_compare"):
+        host.warm_up()
+    assert host.serving["cnn9"] is host.models["cnn9"]
+    assert "cnn9 stays on PyTorch: onnxruntime could not take it (unsupported operator)" in caplog.text

@@ -3,10 +3,16 @@
 The dashboard runs it in its model process (`serve/worker.py`), so that the web server starts and serves
 without importing torch; `MODEL_PROCESS=0 python app.py` runs it inside the app instead. Either way the
 dashboard calls the same typed methods (`common/hosts.py`).
+
+Forward passes: PyTorch at first; then the warm-up moves predictions (compare, the Robustness lab, the webcam,
+Your images) to onnxruntime, one model at a time between requests (`MODEL_BACKEND=auto`, the default, when
+onnxruntime is installed; `torch` keeps PyTorch; `onnx_forward.serving_backend`). Heat maps keep the PyTorch
+network: Grad-CAM needs its gradients.
 """
 from __future__ import annotations
 
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +25,7 @@ from ..common.meta import CheckpointError, checkpoint_names, title
 from ..common.reports import load_reports
 from ..explain import heat_map
 from ..inference import Classifier, load_classifier
+from ..onnx_forward import serving_backend
 from .batching import BatchedCompare, model_inputs, warm_steps
 from .gallery import disagreements
 from .lab import corrupted_comparison, live_predictions, robustness_summary, to_display
@@ -49,10 +56,12 @@ class LocalModels(ModelHost):
     """Every checkpoint in `checkpoint_dir`, loaded once, and the operations the dashboard runs on them.
     Thread-safe: predictions from many threads are batched together (`BatchedCompare`)."""
 
-    def __init__(self, checkpoint_dir, device: str = "cpu"):
+    def __init__(self, checkpoint_dir, device: str = "cpu", backend: str | None = None):
         self.checkpoint_dir = Path(checkpoint_dir)
-        self.models, failed = load_all(checkpoint_dir, device)
-        self.batched = BatchedCompare(self.models)
+        self.backend = serving_backend(backend or os.environ.get("MODEL_BACKEND", "auto")) if device == "cpu" else "torch"
+        self.models, failed = load_all(checkpoint_dir, device)  # the PyTorch networks (heat maps use these)
+        self.serving = dict(self.models)  # what predictions run: these, or their onnxruntime copies once made
+        self.batched = BatchedCompare(self.serving)
         self._converting = ThreadPoolExecutor(MAX_BATCH, thread_name_prefix="evaluate")  # a chunk's 32 px inputs
         self.reports = load_reports(checkpoint_dir, names=list(self.models))
         self._test_images = None
@@ -64,7 +73,7 @@ class LocalModels(ModelHost):
     def evaluate_images(self, images: list[Image.Image], names: list[str] | None = None) -> list[dict]:
         """The chunk's inputs made in parallel, then queued at once on the micro-batcher that serves single
         predictions (one forward pass per model for the chunk, up to MAX_BATCH), where they give way to them."""
-        chosen = select(self.models, names) if names else self.models
+        chosen = select(self.serving, names) if names else self.serving
         inputs = list(self._converting.map(lambda image: model_inputs(chosen, image), images))
         return self.batched.batcher.submit_many([(x, list(chosen)) for x in inputs])
 
@@ -72,13 +81,13 @@ class LocalModels(ModelHost):
         return heat_map(select(self.models, [name])[name], image, class_name)
 
     def corrupted(self, names: list[str], image: Image.Image, severities: dict[str, int], seed: int = 0) -> dict:
-        models = select(self.models, names)
+        models = select(self.serving, names)
         r = corrupted_comparison(models, image, severities, seed)
         return dict(original=to_display(r["original"]), corrupted=to_display(r["corrupted"]),
                     summary=robustness_summary(r, {n: title(m) for n, m in models.items()}), models=r["models"])
 
     def live(self, names: list[str], payload) -> tuple[dict, float]:
-        return live_predictions(select(self.models, names), payload)
+        return live_predictions(select(self.serving, names), payload)
 
     def test_images(self):
         """CIFAR-100's test images when the data set is on this machine (CIFAR100_DIR or ./data), else None."""
@@ -93,13 +102,32 @@ class LocalModels(ModelHost):
                                       test_images=images)
         return items, differ, images is not None
 
+    def to_backend(self) -> None:
+        """With the onnxruntime backend, each model's predictions moved there (exported from a copy of its network,
+        between requests); a model that cannot be exported keeps PyTorch."""
+        if self.backend != "onnxruntime":
+            return
+        from ..onnx_forward import onnx_classifier
+        for name, clf in self.models.items():
+            if self.serving[name] is not clf:
+                continue
+            self.batched.batcher.wait_idle()
+            t0 = time.perf_counter()
+            try:
+                self.serving[name] = onnx_classifier(clf, spinning=False)  # one entry replaced: no pass sees half
+            except Exception as e:  # noqa: BLE001  (an architecture the exporter cannot take: PyTorch serves it)
+                log.warning("%s stays on PyTorch: onnxruntime could not take it (%s)", name, e)
+                continue
+            log.info("%s: predictions run by onnxruntime (exported in %.1f s)", name, time.perf_counter() - t0)
+
     def warm_up(self) -> float:
-        """Every batch shape's kernels, prepared between requests only (a request waits for one small step at
-        most)."""
+        """The serving backend (`to_backend`), then every batch shape's kernels, prepared between requests only (a
+        request waits for one small step at most)."""
         t0 = time.perf_counter()
-        for step in warm_steps(self.models, MAX_BATCH):
+        self.to_backend()
+        for step in warm_steps(self.serving, MAX_BATCH):
             self.batched.batcher.wait_idle()
             step()
-        log.info("warm-up: every batch shape of %d model(s) prepared in %.1f s", len(self.models),
-                 time.perf_counter() - t0)
+        log.info("warm-up: every batch shape of %d model(s) prepared in %.1f s (%s)", len(self.serving),
+                 time.perf_counter() - t0, self.backend)
         return time.perf_counter() - t0

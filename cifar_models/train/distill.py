@@ -43,7 +43,7 @@ from ..inference import Classifier, load_classifier
 from ..models import model_stages
 from .features import (PART, cache_key, cached_parts, complete, fields_of_checkpoint, params_at, read_part,
                        run_stages)
-from .onnx_forward import onnx_forward
+from ..onnx_forward import onnx_forward
 
 TOLERANCE = 0.1  # largest |logit| difference allowed between the frozen-cache shortcut and the teacher on pixels
 

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ..data import apply_augment, draw_augment, to_model_input
-from .onnx_forward import onnx_forward
+from ..onnx_forward import onnx_forward
 
 PART = 2048
 VIEWS_RULE = "view_params: a generator per (seed, view, part); photo share in every view"

@@ -44,7 +44,7 @@ from . import distill, mixing
 from .distributed import Dist
 from .ema import WeightAverage
 from .features import cache_key, cached_stage_outputs, frozen_cache_fields, view_params
-from .onnx_forward import resolve_backend
+from ..onnx_forward import native_bf16_cpu, resolve_backend
 from .recipes import size_at
 from .state import resume, save_state
 
@@ -58,20 +58,6 @@ def pick_device(name: str = "auto", dist: Dist | None = None) -> torch.device:
     if name == "cuda" and dist is not None and dist.active:
         name = f"cuda:{dist.local_rank}"
     return torch.device(name)
-
-
-def native_bf16_cpu() -> bool:
-    """Whether this CPU computes in bf16 natively (x86: AVX-512 bf16 or AMX; elsewhere: what oneDNN says).
-    oneDNN also "supports" bf16 on x86 CPUs with plain AVX-512 (Skylake-SP to Ice Lake) by emulating it, and
-    there autocast is slower than fp32: on a 2-core Xeon with AVX-512 but neither, half-width cnn9 trained at
-    98-104 images/s with bf16 autocast and 306-315 without, EfficientNet-B0 at 128 px at 23 against 29."""
-    import platform
-
-    avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # both in torch >= 2.3
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    if platform.machine().lower() in ("x86_64", "amd64", "i686", "x86") and avx512_bf16 and amx:
-        return bool(avx512_bf16() or amx())
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def use_amp(setting, device: torch.device) -> bool:
