@@ -5,7 +5,8 @@
 1. Start-up: `scripts/bare_app.py` (the same endpoint returning a constant, same queue settings), then
    `app.py`, each timed from launch to its first served /predict.
 2. One request at a time: p50/p95 of `--calls` predict calls through gradio_client on each app, and the
-   shipped models' forward passes alone (in this process); prints app p50 / (bare p50 + models' time).
+   shipped models' forward passes alone (in this process, through the app's backend); prints app p50 / (bare
+   p50 + models' time).
 3. Load: `--clients` clients at once, `--per-client` requests each, valid photos mixed with bad files
    (and uploads over the size limit sent straight to the upload route); for each app, alternating, over
    `--rounds` rounds: requests/s, p50, p95, unexpected errors; then the app's ratio to the bare app, and the
@@ -229,15 +230,18 @@ def sequential(client: Client, calls: int, image=EXAMPLE) -> list[float]:
     return times
 
 
-def models_ms(image=EXAMPLE, repeat: int = 30) -> dict[str, float]:
-    """Median forward pass of each shipped model alone on one preprocessed image, in this process."""
+def models_ms(image=EXAMPLE, repeat: int = 30) -> tuple[dict[str, float], str]:
+    """Median forward pass of each shipped model alone on one preprocessed image, in this process, through the
+    backend the app's predictions use once warmed up (MODEL_BACKEND: onnxruntime by default, or PyTorch)."""
     import torch
 
-    from cifar_models.serve.host import load_all
+    from cifar_models.serve.host import LocalModels
 
+    host = LocalModels(os.environ.get("CHECKPOINT_DIR", ROOT / "checkpoints"))
+    host.to_backend()
     out = {}
     with torch.inference_mode():
-        for name, clf in load_all(os.environ.get("CHECKPOINT_DIR", ROOT / "checkpoints"))[0].items():
+        for name, clf in host.serving.items():
             x = clf.preprocess([Image.open(image)])
             for _ in range(3):
                 clf.logits(x)
@@ -247,7 +251,7 @@ def models_ms(image=EXAMPLE, repeat: int = 30) -> dict[str, float]:
                 clf.logits(x)
                 ts.append((time.perf_counter() - t) * 1000)
             out[name] = statistics.median(ts)
-    return out
+    return out, host.backend
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -267,12 +271,12 @@ def one_at_a_time(bare_client: Client, app_client: Client, calls: int) -> None:
     """p50/p95 of `calls` sequential requests on each app, against the bare app plus the models' forward passes."""
     sequential(bare_client, 5), sequential(app_client, 5)  # warm both
     bare_t, app_t = sequential(bare_client, calls), sequential(app_client, calls)
-    m = models_ms()
+    m, backend = models_ms()
     floor = statistics.median(bare_t) + sum(m.values())
     print(f"one request at a time, {calls} calls: app p50 {statistics.median(app_t):.1f} ms, p95 "
           f"{percentile(app_t, 0.95):.1f} ms; bare p50 {statistics.median(bare_t):.1f} ms, p95 "
           f"{percentile(bare_t, 0.95):.1f} ms")
-    print("forward passes alone: " + ", ".join(f"{n} {v:.1f} ms" for n, v in m.items()) +
+    print(f"forward passes alone ({backend}): " + ", ".join(f"{n} {v:.1f} ms" for n, v in m.items()) +
           f"; app p50 / (bare p50 + models) = {statistics.median(app_t):.1f} / {floor:.1f} = "
           f"{statistics.median(app_t) / floor:.2f}x")
 
