@@ -79,7 +79,8 @@ def onnx_forward(modules, example: torch.Tensor, spinning: bool = True) -> Calla
     mode), run by onnxruntime in fp32; `example`: a few such inputs, for the export. The graph is exported from
     contiguous-format weights: exported from channels_last ones, the same network ran 20% slower. The modules
     are changed back and forth during the export: pass ones nothing else runs meanwhile. spinning=False: the
-    session's threads sleep between calls instead of spinning (for a server that shares its cores)."""
+    session's threads sleep between calls instead of spinning, and its working memory is handed back after each
+    call instead of kept in an arena (for a server that shares its cores and watches its memory)."""
     ort = import_or_explain("onnxruntime")
     params = [p for m in modules for p in m.parameters()]
     grads = [p.requires_grad for p in params]
