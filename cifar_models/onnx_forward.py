@@ -5,7 +5,7 @@ and a distillation teacher's logits from pixels (distill.py). On a CPU without n
 autocast, so PyTorch runs them in fp32), onnxruntime ran the same networks about twice as fast: the shipped
 EfficientNet-B0 at 192 px, batch 64, fp32, on the 2-core AVX2-only AMD EPYC: PyTorch 37-38 images/s
 (contiguous or channels_last), onnxruntime 78 images/s, largest logit difference 7e-6. Where PyTorch has
-bf16 autocast (CUDA, CPUs with AMX), it keeps them: that is how the shipped caches were made and timed.
+bf16 autocast (CUDA, CPUs with AVX-512 bf16 or AMX), it keeps them: that is how the shipped caches were made and timed.
 
 `onnx_classifier` does the same for a whole trained classifier, for the long forward-only evaluations of
 `scripts/evaluate.py --backend onnxruntime` (photo-like and corruption checks) and for the dashboard's
