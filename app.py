@@ -30,7 +30,7 @@ import logging  # noqa: E402  (after the model process is on its way)
 import sys  # noqa: E402
 
 from cifar_models.common import limits  # noqa: E402
-from cifar_models.common.hosts import ModelHost, ModelProcessError  # noqa: E402
+from cifar_models.common.hosts import HostInfo, ModelHost, ModelProcessError  # noqa: E402
 from cifar_models.common.reports import load_reports  # noqa: E402
 from cifar_models.dashboard.page import PageState, build, warm_up  # noqa: E402
 from cifar_models.dashboard.state import example_images  # noqa: E402
@@ -41,40 +41,56 @@ HOW_TO_GET_ONE = ("Restore the shipped ones (git checkout -- checkpoints/) or tr
 log = logging.getLogger("cifar_compare")
 
 
-def page_state(host: ModelHost, checkpoint_dir: Path = CHECKPOINT_DIR) -> PageState:
-    """The page's state over a ready host: what it loaded, their reports, the examples."""
-    reports = load_reports(checkpoint_dir, names=list(host.info.models))
-    return PageState(host, checkpoint_dir, reports, HERE / "examples", example_images(HERE / "examples"))
+def page_state(host: ModelHost, checkpoint_dir: Path = CHECKPOINT_DIR, info: HostInfo | None = None) -> PageState:
+    """The page's state over a host: what it loaded (or, before it is ready, the catalog it is loading), their
+    reports, the examples."""
+    reports = load_reports(checkpoint_dir, names=list((info or host.info).models))
+    return PageState(host, checkpoint_dir, reports, HERE / "examples", example_images(HERE / "examples"), info=info)
 
 
 def start_host() -> ModelHost:
-    """The models, loaded: in their own process (started at import), or here with MODEL_PROCESS=0."""
+    """The models: in their own process (started at import; loading there still), or loaded here with
+    MODEL_PROCESS=0."""
     if not CHECKPOINT_DIR.is_dir():
         sys.exit(f"cifar-compare cannot start: the checkpoint folder {CHECKPOINT_DIR} does not exist. Set "
                  f"CHECKPOINT_DIR, or: {HOW_TO_GET_ONE}")
     if IN_PROCESS:
         from cifar_models.serve.host import LocalModels
         return LocalModels(CHECKPOINT_DIR)
-    host = STARTING or ModelProcess.start(CHECKPOINT_DIR)
+    return STARTING or ModelProcess.start(CHECKPOINT_DIR)
+
+
+def wait_ready(host: ModelHost) -> None:
+    """Until every checkpoint is loaded; the app stops with the reason when none could be."""
     try:
-        host.wait_ready()
+        if isinstance(host, ModelProcess):
+            host.wait_ready()
     except ModelProcessError as e:
         sys.exit(f"cifar-compare cannot start: {e}")
-    return host
-
-
-def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    log.setLevel(logging.INFO)  # this app's own lines (checkpoints loaded, timings); libraries stay at WARNING
-    host = start_host()
     if not host.info.models:
         failed = host.info.failed
         reasons = "".join(f"\n- {n}: {why}" for n, why in failed.items())
         sys.exit(f"cifar-compare cannot start: no usable checkpoint in {CHECKPOINT_DIR}"
                  + (f" ({len(failed)} failed to load):{reasons}" if failed else " (the folder has none).")
                  + f"\n{HOW_TO_GET_ONE}")
-    page = page_state(host)
-    demo, views = build(page)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log.setLevel(logging.INFO)  # this app's own lines (checkpoints loaded, timings); libraries stay at WARNING
+    host = start_host()
+    # The page is built from the catalog while the networks load, and again only if the load gave otherwise.
+    catalog = host.wait_catalog() if isinstance(host, ModelProcess) else None
+    early = None
+    if catalog and catalog.models:
+        page = page_state(host, info=catalog)
+        early = (page, *build(page))
+    wait_ready(host)
+    if early and catalog == host.info:
+        page, demo, views = early
+    else:
+        page = page_state(host)
+        demo, views = build(page)
     demo.launch(css=CSS, show_error=True, server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                 max_file_size=limits.MAX_FILE_SIZE, state_session_capacity=limits.SESSION_CAPACITY,
                 prevent_thread_lock=True)

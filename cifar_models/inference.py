@@ -127,16 +127,24 @@ def classifier_from_state(meta: dict, state: dict, device="cpu") -> Classifier:
     return Classifier(model.to(memory_format=torch.channels_last), meta, device)
 
 
-def load_classifier(path, device="cpu") -> Classifier:
-    """Load 'checkpoints/NAME' (or NAME.safetensors / NAME.json). Raises CheckpointError with the
-    file's name and what to do when it is missing, damaged or mismatched. Weights are only ever read
-    from the safetensors file (never pickle); the JSON is checked before anything is built from it."""
-    weights, js = checkpoint_paths(path)
+def checked_meta(path) -> dict:
+    """The JSON of checkpoint `path`, checked as `load_classifier` checks it before building anything from it
+    (CheckpointError with the reason otherwise); the weights are not read."""
+    _, js = checkpoint_paths(path)
     meta = read_meta(path)
     problems = meta_problems(meta)
     if problems:
         raise CheckpointError(f"{js} is not a usable checkpoint description: " + "; ".join(problems) +
                               ". Restore it from git or train again.")
+    return meta
+
+
+def load_classifier(path, device="cpu") -> Classifier:
+    """Load 'checkpoints/NAME' (or NAME.safetensors / NAME.json). Raises CheckpointError with the
+    file's name and what to do when it is missing, damaged or mismatched. Weights are only ever read
+    from the safetensors file (never pickle); the JSON is checked before anything is built from it."""
+    weights, js = checkpoint_paths(path)
+    meta = checked_meta(path)
     state = load_weights(path, meta)
     try:
         clf = classifier_from_state(meta, state, device)

@@ -32,27 +32,40 @@ def variant(src, dst, seed: int) -> None:
 
 @pytest.fixture(scope="module")
 def folder(trained_cnn, tmp_path_factory):
-    """Three checkpoints made from the tiny fixture's cnn9, plus a broken JSON and weights without a JSON."""
+    """Three checkpoints made from the tiny fixture's cnn9, plus a broken JSON, weights without a JSON, and a
+    sound JSON beside another checkpoint's weights (found out only when the weights are read)."""
     out = tmp_path_factory.mktemp("many")
     for seed, name in enumerate(NAMES):
         variant(trained_cnn[0], out / name, seed)
     (out / "broken.json").write_text("{ not json")
     (out / "broken.safetensors").write_bytes(b"")
     (out / "orphan.safetensors").write_bytes(b"weights without a description")
+    (out / "swapped.json").write_bytes((out / "tiny_b.json").read_bytes())
+    (out / "swapped.safetensors").write_bytes((out / "tiny_c.safetensors").read_bytes())
     return out
 
 
 def test_every_checkpoint_is_found_and_a_broken_one_is_reported(folder):
-    assert checkpoint_names(folder) == ["broken", "orphan", *NAMES]
+    assert checkpoint_names(folder) == ["broken", "orphan", "swapped", *NAMES]
     models, failed = load_all(folder)
     assert list(models) == list(NAMES) and {m.checkpoint for m in models.values()} == set(NAMES)
     assert all(m.name == "cnn9" for m in models.values())  # each knows its model from its own JSON
-    assert set(failed) == {"broken", "orphan"}
+    assert set(failed) == {"broken", "orphan", "swapped"}
     assert "broken.json is not valid JSON" in failed["broken"] and "orphan.json not found" in failed["orphan"]
+    assert "sha256 differs" in failed["swapped"]
     colors = model_colors(models)
     assert len(set(colors.values())) == 3  # one colour per checkpoint, even for three of the same model
     assert default_shown(models) == list(NAMES)  # the folder's first four, A-Z
     assert default_shown(models, 2) == ["tiny_a", "tiny_b"]
+
+
+def test_the_catalog_from_the_json_is_what_loading_gives_but_for_weights_that_fail(folder):
+    from cifar_models.serve.host import LocalModels, catalog
+    early, loaded = catalog(folder), LocalModels(folder, backend="torch").info
+    assert list(early.models) == ["swapped", *NAMES] and list(loaded.models) == list(NAMES)
+    assert {n: early.models[n] for n in NAMES} == loaded.models  # the same descriptions, parameters, titles
+    assert early.failed == {n: why for n, why in loaded.failed.items() if n != "swapped"}  # the same messages
+    assert early != loaded  # so the app builds its page again
 
 
 def test_batched_compare_runs_each_model_only_for_who_asked(folder):
@@ -97,7 +110,7 @@ def test_predict_answers_for_every_loaded_model_or_the_named_ones(many_url):
         client.predict(image, "nope", api_name="/predict")
     text = log.read_text()
     assert "checkpoint broken not loaded" in text and "broken.json is not valid JSON" in text
-    assert re.search(r"3 checkpoint\(s\) loaded from .* in \d+\.\d+ s; 2 failed", text), text
+    assert re.search(r"3 checkpoint\(s\) loaded from .* in \d+\.\d+ s; 3 failed", text), text
 
 
 @pytest.mark.slow
@@ -113,6 +126,8 @@ def test_browser_picks_another_model_and_every_view_follows(many_url, tmp_path):
         note = page.locator("#load-failures")
         note.wait_for(state="visible", timeout=60_000)
         assert "broken" in note.inner_text() and "not valid JSON" in note.inner_text()
+        # found only when its weights were read, after the page was first built from the JSON: built again
+        assert "swapped" in note.inner_text() and "sha256 differs" in note.inner_text()
         text = "(s) => document.querySelector(s)?.textContent || ''"  # textContent: plotly's SVG text too
         page.wait_for_function(f"({text})('#agreement').includes('say')", timeout=120_000)
         page.wait_for_function(f"({text})('#curve-acc').includes('tiny_b validation')", timeout=60_000)

@@ -41,6 +41,7 @@ def test_the_model_process_answers_what_the_models_answer_here(folder, remote):
     info = remote.info.models["cnn9"]
     assert isinstance(info, ModelInfo) and info.name == "cnn9" and info.num_params == local.models["cnn9"].num_params
     assert "broken" in remote.info.failed and "broken" in remote.info.failed["broken"]
+    assert remote.wait_catalog() == remote.info  # what the page was built from, before the networks loaded
     image = Image.open(ROOT / "examples" / "cifar" / "tiger_test422.png")
     there, here = remote.predict(image), local.predict(image)
     assert [t["label"] for t in there["cnn9"]["top"]] == [t["label"] for t in here["cnn9"]["top"]]
@@ -129,6 +130,15 @@ def test_a_folder_without_usable_checkpoints_is_reported_not_hung(tmp_path):
     info = host.wait_ready(timeout=300)
     assert info.models == {} and "broken" in info.failed
     host.close()
+
+
+def test_waiting_for_the_catalog_of_a_child_that_died_does_not_hang(folder):
+    host = ModelProcess.start(folder, restarts=0)
+    host.proc.kill()  # long before it has imported torch, let alone sent its catalog
+    t = time.perf_counter()
+    assert host.wait_catalog(timeout=120) is None and time.perf_counter() - t < 30
+    with pytest.raises(ModelProcessError):
+        host.wait_ready(timeout=120)
 
 
 def test_the_web_process_stays_without_torch_through_a_whole_page(tmp_path):

@@ -56,6 +56,8 @@ class ModelProcess(ModelHost):
         self._ids = itertools.count()
         self._ready = threading.Event()
         self._error: str | None = None  # set when it stopped for good
+        self.catalog: HostInfo | None = None  # the child's first message: what it is loading (from the JSON)
+        self._catalogued = threading.Event()  # set by the catalog, or by whatever ended the wait for it
 
     @classmethod
     def start(cls, checkpoint_dir, restarts: int = RESTARTS) -> "ModelProcess":
@@ -83,9 +85,14 @@ class ModelProcess(ModelHost):
             conn = self._conn = listener.accept()
             listener.close()
             kind, payload = conn.recv()
+            if kind == "catalog":
+                self.catalog = self.catalog or payload  # a restarted child's catalog changes nothing
+                self._catalogued.set()
+                kind, payload = conn.recv()
             if kind != "ready":
                 raise ModelProcessError(payload)
             self.info, serving = payload, True
+            self._catalogued.set()
             self._ready.set()
             while True:
                 call_id, ok, value = conn.recv()
@@ -101,6 +108,7 @@ class ModelProcess(ModelHost):
             code = _reap(proc)
             reason = (str(e) if isinstance(e, ModelProcessError) else
                       f"the model process stopped{f' (exit code {code})' if code is not None else ''}")
+            self._catalogued.set()
             restart = serving and self._may_restart()
             with self._send_lock:  # no call is sent while the state changes
                 pending = list(self._pending.values())
@@ -142,6 +150,17 @@ class ModelProcess(ModelHost):
                 raise ModelProcessError(f"the model process did not load its checkpoints in {timeout:.0f} s")
         if self._error:
             raise ModelProcessError(self._error)
+
+    def wait_catalog(self, timeout: float = 600) -> HostInfo | None:
+        """What the child is loading, read from the checkpoints' JSON (`serve.host.catalog`), as soon as it has
+        said so: the page can be built from it while the networks load; `wait_ready` then tells whether the load
+        gave the same. None when the child stopped or said nothing of the kind before it was ready."""
+        deadline = time.monotonic() + timeout
+        while not self._catalogued.wait(0.1):
+            died = self.proc.poll() is not None and self._conn is None  # before it connected back
+            if died or self._ready.is_set() or time.monotonic() > deadline:
+                break
+        return self.catalog
 
     def wait_ready(self, timeout: float = 600) -> HostInfo:
         """Block until every checkpoint is loaded; returns `info`. Raises ModelProcessError, with the

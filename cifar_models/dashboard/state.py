@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..common.hosts import ModelHost, ModelInfo, select
+from ..common.hosts import HostInfo, ModelHost, ModelInfo, select
 from ..common.meta import title
 from .catalog import MAX_SHOWN, default_shown
 
@@ -36,14 +36,16 @@ class PageState:
     reports: dict[str, dict]        # checkpoint name -> its NAME.eval.json, where there is one
     examples_dir: Path              # examples/ (cifar/ and disagreements/)
     examples: list[str] = field(default_factory=list)
+    info: HostInfo | None = None    # what the page shows: the host's (default), or the catalog it is loading
     models: dict[str, ModelInfo] = field(init=False)
     failed: dict[str, str] = field(init=False)
     _figures: dict = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self):
-        self.models = dict(self.host.info.models)
-        self.failed = dict(self.host.info.failed)
+        info = self.info or self.host.info
+        self.models = dict(info.models)
+        self.failed = dict(info.failed)
 
     @property
     def safe_roots(self) -> tuple[Path, ...]:

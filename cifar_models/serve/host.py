@@ -24,7 +24,8 @@ from ..common.limits import MAX_BATCH
 from ..common.meta import CheckpointError, checkpoint_names, title
 from ..common.reports import load_reports
 from ..explain import heat_map
-from ..inference import Classifier, load_classifier
+from ..inference import Classifier, checked_meta, load_classifier
+from ..models import get_entry
 from ..onnx_forward import serving_backend
 from .batching import BatchedCompare, model_inputs, warm_steps
 from .gallery import disagreements
@@ -50,6 +51,22 @@ def load_all(checkpoint_dir="checkpoints", device="cpu") -> tuple[dict[str, Clas
     log.info("%d checkpoint(s) loaded from %s in %.2f s%s", len(models), checkpoint_dir, time.perf_counter() - t0,
              f"; {len(failed)} failed" if failed else "")
     return models, failed
+
+
+def catalog(checkpoint_dir) -> HostInfo:
+    """What `load_all` will most likely give, from the checkpoints' JSON alone (no network built, no weights read),
+    so that the page can be built while the networks load: the same names, descriptions and failures of the
+    JSON. Weights that turn out damaged or not to fit are only found by loading them (then the two differ)."""
+    models, failed = {}, {}
+    for name in checkpoint_names(checkpoint_dir):
+        try:
+            meta = checked_meta(Path(checkpoint_dir) / name)
+        except CheckpointError as e:
+            failed[name] = str(e)
+            continue
+        entry = get_entry(meta["model"])
+        models[name] = ModelInfo(name, meta["model"], entry.title, entry.color, meta, meta.get("num_params"))
+    return HostInfo(models=models, failed=failed)
 
 
 class LocalModels(ModelHost):

@@ -1,7 +1,8 @@
 """The model process: started by the dashboard (`dashboard.client.ModelProcess`), never by hand.
 
 It connects back to the web process over a local, authenticated connection (address and key in the
-environment), loads every checkpoint (`host.LocalModels`), says "ready" with what it loaded, then answers
+environment), sends the "catalog" read from the checkpoints' JSON (`host.catalog`: the web process builds its
+page from it meanwhile), loads every checkpoint (`host.LocalModels`), says "ready" with what it loaded, then answers
 calls: each is one `ModelHost` method, run in a thread of its own so that concurrent predictions meet in
 the micro-batcher. It ends when the web process goes away.
 
@@ -35,8 +36,9 @@ def _load(conn: Connection, checkpoint_dir: str):
     try:
         import torch
 
-        from .host import LocalModels
+        from .host import LocalModels, catalog
         torch.set_grad_enabled(False)  # inference only (Grad-CAM turns gradients on for itself)
+        conn.send(("catalog", catalog(checkpoint_dir)))
         return LocalModels(checkpoint_dir)
     except Exception as e:
         conn.send(("failed", f"the models could not be loaded: {type(e).__name__}: {e}"))
