@@ -38,7 +38,10 @@ def _load(conn: Connection, checkpoint_dir: str):
 
         from .host import LocalModels, catalog
         torch.set_grad_enabled(False)  # inference only (Grad-CAM turns gradients on for itself)
-        conn.send(("catalog", catalog(checkpoint_dir)))
+        try:
+            conn.send(("catalog", catalog(checkpoint_dir)))
+        except Exception as e:  # noqa: BLE001  (only a head start: without it the page waits for the models)
+            log.warning("no catalog for the page to start from (%s: %s)", type(e).__name__, e)
         return LocalModels(checkpoint_dir)
     except Exception as e:
         conn.send(("failed", f"the models could not be loaded: {type(e).__name__}: {e}"))
