@@ -1,6 +1,6 @@
 """Forward-only phases through onnxruntime (onnx_forward.py): the rules that pick it, and its outputs
 against PyTorch's for frozen stages (fp16 cache), for a teacher on pixels, and for a whole classifier
-(`scripts/evaluate.py --backend onnxruntime`, the dashboard on a CPU without native bf16)."""
+(`scripts/evaluate.py --backend onnxruntime`, the dashboard's predictions)."""
 import json
 import subprocess
 import sys
