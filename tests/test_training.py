@@ -158,6 +158,12 @@ def test_sigkill_then_same_command_ends_bit_identical(cifar_fixture, tmp_path):
     run_ck = load_file(str(run / "ck" / "timm:test_efficientnet.safetensors"))
     assert ref_ck.keys() == run_ck.keys() and all(torch.equal(ref_ck[k], run_ck[k]) for k in ref_ck)
     assert [h["train_loss"] for h in meta["history"]] == [h["train_loss"] for h in ref_meta["history"]]
+    # both the weight average and the raw weights were validated; the better of the two shipped, and its
+    # validation figure is the checkpoint's
+    wa, last = meta["weight_average"], meta["history"][-1]
+    assert (wa["val_top1_average"], wa["val_top1_raw"]) == (last["val_acc"], last["val_acc_raw"])
+    best = wa["val_top1_average"] if wa["shipped"] == "average" else wa["val_top1_raw"]
+    assert max(wa["val_top1_average"], wa["val_top1_raw"]) == best == meta["metrics"]["validation"]["top1"]
     # the same command with another configuration is refused
     changed = _train_cmd(cifar_fixture, run, *EMA)
     changed[changed.index("--epochs") + 1] = "5"

@@ -367,11 +367,17 @@ def run_epoch(run: Run, epoch: int) -> dict:
         torch.cuda.synchronize()
     train_seconds = time.perf_counter() - t0
     loss_sum, correct, seen = run.dist.sum(sums).tolist()
+    # With a weight average, the raw weights are validated too (first: val_logits stay the average's), so that
+    # finish() ships whichever of the two is better on validation.
+    raw = _validate(run) if run.ema and run.dist.is_main else None
     val = validate(run)
     seconds = time.perf_counter() - t0
-    return dict(epoch=epoch + 1, lr=lr, train_loss=loss_sum / seen, train_acc=correct / seen,
-                val_loss=val["nll"] if val else None, val_acc=val["top1"] if val else None, seconds=seconds,
-                images_per_s=seen / train_seconds)
+    row = dict(epoch=epoch + 1, lr=lr, train_loss=loss_sum / seen, train_acc=correct / seen,
+               val_loss=val["nll"] if val else None, val_acc=val["top1"] if val else None, seconds=seconds,
+               images_per_s=seen / train_seconds)
+    if raw:
+        row["val_acc_raw"] = raw["top1"]
+    return row
 
 
 @torch.no_grad()
@@ -386,6 +392,7 @@ def validate(run: Run) -> dict | None:
     return _validate(run)
 
 
+@torch.no_grad()
 def _validate(run: Run) -> dict:
     run.trainable.eval()
     out = []
@@ -426,12 +433,12 @@ def _describe(run: Run) -> dict:
 def finish(run: Run, out_dir="checkpoints", run_test: bool = True) -> dict:
     """Validation metrics, the test report of the shipped fp16 weights, and the checkpoint (rank 0)."""
     data = run.data
-    if run.ema:
-        run.ema.copy_to_module()  # what ships (and was validated) is the weight average
-        run.ema = None
+    average = _choose_average(run) if run.ema else None
     if run.val_logits is None:
         validate(run)
     meta = _describe(run)
+    if average:
+        meta["weight_average"] = average
     state = half_state_dict(run.model)  # shipped weights are fp16
     report = None
     if run_test:  # the shipped fp16 weights, in fp32 compute, on the test set: the figures people will see
@@ -452,6 +459,23 @@ def finish(run: Run, out_dir="checkpoints", run_test: bool = True) -> dict:
         save_report(report_path(js), report)
     print(f"wrote {weights} and {js}; validation {meta['metrics']['validation']}, test {meta['metrics']['test']}")
     return meta
+
+
+def _choose_average(run: Run) -> dict:
+    """The weight average or the raw weights, whichever scored higher on validation after the last epoch (the
+    average on a tie, or when the raw weights were not validated); the module keeps the chosen ones."""
+    last = run.history[-1] if run.history else {}
+    avg, raw = last.get("val_acc"), last.get("val_acc_raw")
+    use = raw is None or avg is None or avg >= raw
+    if use:
+        run.ema.copy_to_module()
+    else:
+        run.val_logits = None  # they were the average's
+    out = dict(decay=run.ema.decay, steps=run.ema.step, shipped="average" if use else "raw weights",
+               val_top1_average=avg, val_top1_raw=raw)
+    run.ema = None
+    _say(run, f"weight average: validation {avg} (average) against {raw} (raw weights); shipping {out['shipped']}")
+    return out
 
 
 def _device_name(device: torch.device) -> str:
