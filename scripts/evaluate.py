@@ -2,6 +2,7 @@
     python scripts/evaluate.py --checkpoint checkpoints/cnn9 [--data-dir DIR] [--limit N]
     python scripts/evaluate.py --checkpoint checkpoints/cnn9 --corruptions [--corruption-limit N] [--seed S]
     python scripts/evaluate.py --checkpoint checkpoints/cnn9 --split validation [--flip-average]  # for choosing
+    python scripts/evaluate.py --checkpoint checkpoints/cnn9 --choose-flip-average  # choose it, on validation
     python scripts/evaluate.py --images PATH [--checkpoint-dir DIR] [--csv OUT]   # your own labelled photos
     (--backend onnxruntime: the network through onnxruntime, about 2x faster on a CPU without bf16)
 
@@ -20,7 +21,12 @@ keeps those figures when they belong to the same weights and drops them otherwis
 (a recipe, test-time augmentation) without reading the test set: it prints the figures and writes them
 only to --out, never beside the checkpoint. --flip-average / --no-flip-average override the checkpoint's
 test-time flip averaging for one evaluation, --input-size its input size (FixRes: test a little larger than the
-last training size); the checkpoint's files are then left alone (only --out)."""
+last training size); the checkpoint's files are then left alone (only --out).
+
+--choose-flip-average evaluates the validation split with test-time flip averaging off and on, and writes the
+better setting (off on a tie: it costs a second forward pass per image) into the checkpoint's data config, which
+every prediction reads (app, evaluation, export), with both figures and timings under 'test_time_choice'. The
+test report and the photo and corruption figures then belong to the old setting: run them again."""
 import argparse
 import sys
 import time
@@ -32,7 +38,7 @@ import torch  # noqa: E402
 
 from cifar_models import load_classifier, load_cifar100  # noqa: E402
 from cifar_models.cli import add_debug_flag, device_name, non_negative_int, positive_int, run  # noqa: E402
-from cifar_models.common.meta import checkpoint_paths, update_meta  # noqa: E402
+from cifar_models.common.meta import checkpoint_paths, read_meta, update_meta  # noqa: E402
 from cifar_models.common.reports import merge_report, replace_report, report_path, save_report  # noqa: E402
 from cifar_models.common.stats import wilson  # noqa: E402
 from cifar_models.data import indices_digest, stratified_subset  # noqa: E402
@@ -70,6 +76,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=None,
                    help="override the checkpoint's test-time flip averaging for this evaluation (e.g. to choose it "
                         "on --split validation); the checkpoint and its report are then left alone (only --out)")
+    p.add_argument("--choose-flip-average", action="store_true",
+                   help="set the checkpoint's test-time flip averaging to whichever of off / on scores higher on "
+                        "its validation split (then re-run the test, --photo and --corruptions evaluations)")
     p.add_argument("--input-size", type=positive_int,
                    help="override the checkpoint's input size for this evaluation (to choose a test size on --split "
                         "validation); the checkpoint and its report are then left alone (only --out)")
@@ -87,6 +96,9 @@ def parse(argv=None) -> argparse.Namespace:
         p.error("--limit applies to the plain evaluation; use --corruption-limit with --corruptions")
     if a.corruptions and a.split == "validation":
         p.error("--corruptions runs on the test set; --split validation is for the plain evaluation and --photo")
+    if a.choose_flip_average and (a.flip_average is not None or a.input_size or a.limit or a.out or a.corruptions
+                                  or a.photo or a.images or a.split != "test"):
+        p.error("--choose-flip-average takes only --checkpoint, --data-dir, --backend, --device, --batch-size")
     if a.corruptions and (a.flip_average is not None or a.input_size) and not a.out:
         p.error("--corruptions with --flip-average/--no-flip-average or --input-size needs --out (the checkpoint's "
                 "report keeps the checkpoint's own settings)")
@@ -108,6 +120,8 @@ def main(argv=None):
         return photo(a)
     clf = load(a)
     data = load_cifar100(a.data_dir, verify=not a.no_verify)
+    if a.choose_flip_average:
+        return choose_flip_average(a, clf, data)
     if a.corruptions:
         return corruption_run(a, clf, data, Path(a.out) if a.out else report_path(a.checkpoint))
     if a.split == "validation":
@@ -200,6 +214,30 @@ def validation_run(a, clf, data) -> dict:
           f"({report['seconds']:.0f}s on {a.device}): top-1 {s['top1']:.2%}  top-5 {s['top5']:.2%}  "
           f"NLL {s['nll']:.3f}  ECE {s['ece']:.3f}")
     return write_side(a, report)
+
+
+def choose_flip_average(a, clf, data) -> dict:
+    """Test-time flip averaging off or on, whichever is better on the validation split (off on a tie), written
+    into the checkpoint's data config with the figures that chose it."""
+    val = validation_split(data, clf.meta)
+    figures = {}
+    for flip in (False, True):
+        clf.data_config = dict(clf.data_config, flip_average=flip)
+        t0 = time.perf_counter()
+        s = evaluate_classifier(clf, val, batch_size=a.batch_size)["summary"]
+        seconds = time.perf_counter() - t0
+        figures["on" if flip else "off"] = dict(top1=s["top1"], top5=s["top5"], nll=s["nll"], seconds=seconds,
+                                                ms_per_image=1000 * seconds / len(val))
+        print(f"validation, flip averaging {'on ' if flip else 'off'}: top-1 {s['top1']:.2%}  top-5 {s['top5']:.2%}  "
+              f"NLL {s['nll']:.3f}  ({1000 * seconds / len(val):.1f} ms per image, batches of {a.batch_size})")
+    use = figures["on"]["top1"] > figures["off"]["top1"]
+    meta = read_meta(a.checkpoint)
+    choice = dict(flip_average=use, chosen_on="validation", validation_images=len(val), figures=figures,
+                  backend=a.backend, device=str(a.device), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    update_meta(a.checkpoint, data_config=dict(meta["data_config"], flip_average=use), test_time_choice=choice)
+    print(f"flip averaging {'on' if use else 'off'}: wrote it into {checkpoint_paths(a.checkpoint)[1]}; run the plain "
+          f"evaluation, --photo and --corruptions again, so that the report is the new setting's")
+    return choice
 
 
 def photo(a) -> dict:

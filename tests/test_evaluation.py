@@ -112,6 +112,37 @@ def test_evaluate_on_validation_and_with_flip_override_leaves_the_checkpoint_alo
 
 
 @pytest.mark.slow  # runs scripts/evaluate.py in a subprocess (several seconds)
+def test_choose_flip_average_writes_the_setting_that_validates_better(trained_cnn, cifar_fixture, tmp_path):
+    """`--choose-flip-average` evaluates the validation split both ways and writes the better setting (off on a
+    tie) into the checkpoint's data config, with the figures; the weights stay as they are."""
+    import shutil
+
+    for f in trained_cnn[0].parent.glob("cnn9.*"):
+        shutil.copy(f, tmp_path / f.name)
+    weights = (tmp_path / "cnn9.safetensors").read_bytes()
+    data = load_cifar100(cifar_fixture, verify=False)
+    clf = load_classifier(tmp_path / "cnn9")
+    val = validation_split(data, clf.meta)
+    expected = {}
+    for on in (False, True):
+        clf.data_config = dict(clf.data_config, flip_average=on)
+        expected[on] = (clf.logits(val.images).argmax(1) == val.labels).float().mean().item()
+    cmd = [sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--checkpoint", str(tmp_path / "cnn9"),
+           "--data-dir", str(cifar_fixture), "--no-verify", "--choose-flip-average"]
+    run = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    meta = json.loads((tmp_path / "cnn9.json").read_text())
+    choice = meta["test_time_choice"]
+    assert choice["figures"]["off"]["top1"] == pytest.approx(expected[False])
+    assert choice["figures"]["on"]["top1"] == pytest.approx(expected[True])
+    assert meta["data_config"]["flip_average"] is choice["flip_average"] is (expected[True] > expected[False])
+    assert choice["validation_images"] == len(val) and "run the plain evaluation" in run.stdout
+    assert (tmp_path / "cnn9.safetensors").read_bytes() == weights
+    assert load_classifier(tmp_path / "cnn9").data_config["flip_average"] is choice["flip_average"]
+    bad = subprocess.run(cmd + ["--split", "validation"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--choose-flip-average takes only" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow  # runs scripts/evaluate.py in a subprocess (several seconds)
 def test_input_size_override_evaluates_at_that_size_and_leaves_the_checkpoint_alone(trained_cnn, cifar_fixture,
                                                                                   tmp_path):
     """`--input-size N` (choosing a test size on validation, FixRes) runs the network at N px: the same top-1 per
