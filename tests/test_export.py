@@ -150,10 +150,14 @@ def test_exported_graph_does_the_checkpoints_preprocessing(tmp_path):
 
     clf = load_classifier(ROOT / "checkpoints" / "efficientnet_b0")
     model = onnx.load(str(export_onnx(clf, tmp_path / "b0.onnx")))
-    ops = [n.op_type for n in model.graph.node]
+    # (a network whose weights the graph uses twice, as flip averaging does, gets Identity nodes for them)
+    ops = [n.op_type for n in model.graph.node if n.op_type not in ("Identity", "Constant")]
     resize = [n for n in model.graph.node if n.op_type == "Resize"]
     assert ops[:2] == ["Transpose", "Cast"] and ops[-1] == "Softmax" and len(resize) == 1
     assert {a.name: a.s for a in resize[0].attribute}["mode"] == b"cubic"
+    # one pass of the network per view: the image, and its mirror when the checkpoint averages flips
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in clf.model.modules())
+    assert ops.count("Conv") == convs * (2 if clf.data_config.get("flip_average") else 1)
     del clf
     model = onnx.load(str(export_onnx(load_classifier(ROOT / "checkpoints" / "cnn9"), tmp_path / "cnn9.onnx")))
     assert not any(n.op_type == "Resize" for n in model.graph.node)  # cnn9 runs at 32 px
