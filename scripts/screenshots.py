@@ -32,6 +32,8 @@ def shoot(url: str, image: str, out: Path) -> None:
         page.wait_for_function(f"document.querySelector('#agreement').innerText !== {before!r}", timeout=WAIT_MS)
         page.get_by_label("Show where each model looks").check()
         page.locator("#cam-0 img").first.wait_for(state="visible", timeout=WAIT_MS)
+        # the class pickers above the heat maps can arrive after them (one shot in session 14 had none)
+        page.get_by_text("Heat map for class").first.wait_for(state="visible", timeout=WAIT_MS)
         page.wait_for_timeout(2_000)  # the other heat maps and plotly's transitions
         page.screenshot(path=str(out / "screenshot.png"), full_page=True)
         page.get_by_role("tab", name="Analysis").click()
