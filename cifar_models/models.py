@@ -275,7 +275,8 @@ register(ModelEntry(
         # AdamW at 5e-4 learnt fastest of four one-epoch pilots on 8,000 images (SGD 0.03 / 0.01: 26.5 / 32.2%,
         # AdamW 5e-4 / 1e-3: 46.6 / 46.4% on 800 validation images). Predictions average the image and its mirror
         # (flip_average): +0.40 points on validation (82.96 -> 83.36%, `evaluate.py --choose-flip-average`, session
-        # 14) for a second forward pass; the app's serving bars still hold with it (README, Speed).
+        # 14) for a second forward pass; the app's throughput stays at its bar with it (85-86% of bare Gradio on
+        # the AMX machine, README, Speed).
         "cpu": dict(arch=dict(drop_rate=0.2, drop_path_rate=0.1), pretrained="hub", sizes=[[128, 4], [160, 2]],
                     epochs=6, batch_size=128, optimizer="adamw", lr=5e-4, weight_decay=0.05, warmup_epochs=0.3,
                     photo_augment=0.25, flip_average=True, notes=_CPU_NOTE,
