@@ -521,7 +521,8 @@ def _epochs(run: Run, tracker: "WandbLogger | None") -> None:
         if run.dist.is_main:
             _say(run, f"epoch {row['epoch']:3d}/{run.cfg['epochs']}  train loss {row['train_loss']:.3f} acc "
                       f"{row['train_acc']:.4f}  val loss {row['val_loss']:.3f} acc {row['val_acc']:.4f}  "
-                      f"{row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s")
+                      + (f"(raw weights {row['val_acc_raw']:.4f})  " if "val_acc_raw" in row else "")
+                      + f"{row['seconds']:.1f}s  {row['images_per_s']:.0f} img/s")
         if tracker:
             tracker.log_epoch(row)
         save_state(run)
