@@ -38,6 +38,7 @@ import torch  # noqa: E402
 
 from cifar_models import load_classifier, load_cifar100  # noqa: E402
 from cifar_models.cli import add_debug_flag, device_name, non_negative_int, positive_int, run  # noqa: E402
+from cifar_models.common.memory import reuse_freed_memory  # noqa: E402
 from cifar_models.common.meta import checkpoint_paths, read_meta, update_meta  # noqa: E402
 from cifar_models.common.reports import merge_report, replace_report, report_path, save_report  # noqa: E402
 from cifar_models.common.stats import wilson  # noqa: E402
@@ -283,4 +284,5 @@ def corruption_run(a, clf, data, out: Path) -> dict:
 
 
 if __name__ == "__main__":
+    reuse_freed_memory()  # big batches of activations on a CPU: 1.57x faster on the AVX2-only one (common/memory.py)
     run(main)

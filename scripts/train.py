@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cifar_models.cli import (add_debug_flag, device_name, fraction, non_negative_float, non_negative_int,  # noqa: E402
                               positive_float, positive_int, run)
+from cifar_models.common.memory import reuse_freed_memory  # noqa: E402
 from cifar_models.common.meta import CheckpointError  # noqa: E402
 from cifar_models.models import list_models  # noqa: E402
 from cifar_models.train.distill import check_config, teacher_name  # noqa: E402
@@ -119,4 +120,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    # First, before the big allocations: on a CPU, freed activations are kept for the next step (common/memory.py;
+    # the checkpoint records it). A CUDA run's host memory holds little but the data set.
+    reuse_freed_memory()
     run(main)

@@ -221,3 +221,51 @@ def test_torchrun_two_processes_match_one_process_and_resume_exactly(tmp_path):
     assert after[:done] == before, "the epochs done before the kill were run again instead of resumed"
     c, d = _weights(three, "cnn9"), _weights(four, "cnn9")
     assert all(torch.equal(c[k], d[k]) for k in c), "the resumed distributed run differs"
+
+
+def test_training_keeps_freed_memory_unless_the_user_tunes_malloc(monkeypatch):
+    from cifar_models.common import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "_TRAINING_MALLOC", None)  # this process's record is restored afterwards
+    monkeypatch.setattr(memory, "_libc", lambda name: (lambda param, value: calls.append((param, value)) or 1))
+    for k in ("CIFAR_MALLOC", "GLIBC_TUNABLES", *memory.MALLOC_ENVIRONMENT):
+        monkeypatch.delenv(k, raising=False)
+    assert memory.reuse_freed_memory() == dict(allocator="glibc", mmap=False, trim_threshold=1 << 30)
+    assert calls == [(memory.M_MMAP_MAX, 0), (memory.M_TRIM_THRESHOLD, 1 << 30)]
+    assert memory.malloc_settings() == dict(allocator="glibc", mmap=False, trim_threshold=1 << 30)  # for the JSON
+    monkeypatch.setattr(memory, "_TRAINING_MALLOC", None)
+    for env in (dict(CIFAR_MALLOC="default"), dict(MALLOC_MMAP_MAX_="65536"),
+                dict(GLIBC_TUNABLES="glibc.malloc.trim_threshold=0")):  # the user's own tuning wins
+        calls.clear()
+        with monkeypatch.context() as m:
+            for k, v in env.items():
+                m.setenv(k, v)
+            assert memory.reuse_freed_memory() is None and calls == [], env
+    monkeypatch.setattr(memory, "_libc", lambda name: (lambda param, value: 0))  # glibc refused the setting
+    assert memory.reuse_freed_memory() is None
+    monkeypatch.setattr(memory, "_libc", lambda name: None)  # not glibc (macOS, Windows, musl)
+    assert memory.reuse_freed_memory() is None and memory.malloc_settings() is None
+
+
+@pytest.mark.slow
+def test_the_training_allocator_changes_speed_only_not_the_weights(cifar_fixture, tmp_path):
+    # A CPU run sets glibc's malloc for training (common/memory.py) and says so in its JSON; with CIFAR_MALLOC=default
+    # it leaves malloc alone, and the weights come out bit for bit the same.
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    for k in ("CIFAR_MALLOC", "GLIBC_TUNABLES", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+              "MALLOC_TOP_PAD_"):
+        env.pop(k, None)
+    tuned, plain = tmp_path / "tuned", tmp_path / "plain"
+    subprocess.run([*_train_cmd(cifar_fixture, tuned), "--epochs", "2"], check=True, env=env, capture_output=True,
+                   timeout=900)
+    subprocess.run([*_train_cmd(cifar_fixture, plain), "--epochs", "2"], check=True, env=dict(env, CIFAR_MALLOC="default"),
+                   capture_output=True, timeout=900)
+    name = "timm:test_efficientnet"
+    tuned_meta = json.loads((tuned / "ck" / f"{name}.json").read_text())
+    assert json.loads((plain / "ck" / f"{name}.json").read_text())["malloc"] is None
+    if sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
+        assert tuned_meta["malloc"] == dict(allocator="glibc", mmap=False, trim_threshold=1 << 30)  # glibc took it
+    a = load_file(str(tuned / "ck" / f"{name}.safetensors"))
+    b = load_file(str(plain / "ck" / f"{name}.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from ..checkpoint import git_commit, half_state_dict, save_checkpoint
 from ..common.errors import ConfigError
+from ..common.memory import malloc_settings
 from ..common.meta import build_meta, checkpoint_paths
 from ..common.reports import report_path, save_report
 from ..data import (Cifar100, apply_augment, draw_augment, indices_digest, load_cifar100, stratified_split,
@@ -142,6 +143,7 @@ class Run:
     ema: WeightAverage | None = None    # recipes with ema_decay > 0: the averaged weights (validated, shipped)
     frozen_backend: str = "torch"       # what runs the frozen stages and a teacher from pixels (onnx_forward.py)
     epoch_data_cfg: dict | None = None  # progressive resizing: the current epoch's input config (None: data_cfg)
+    malloc: dict | None = None          # glibc's malloc as scripts/train.py set it for training (common/memory.py)
 
 
 # ----------------------------------------------------------------------------- setup
@@ -180,7 +182,8 @@ def setup(cfg: dict, data_dir=None, run_dir="runs", name: str | None = None, ver
               batch_size=min(cfg["batch_size"], len(train_idx)),
               steps_per_epoch=0, state_path=Path(run_dir) / (name or cfg["model"]) / "state.safetensors",
               command=command, commit=git_commit(), memory_format=fmt,
-              frozen_backend=resolve_backend(cfg.get("frozen_backend", "auto"), device, amp))
+              frozen_backend=resolve_backend(cfg.get("frozen_backend", "auto"), device, amp),
+              malloc=malloc_settings())
     if cfg["freeze"]:
         _setup_frozen(run, Path(run_dir) / "feature-cache")
     elif cfg.get("distill_alpha"):
@@ -425,7 +428,7 @@ def _describe(run: Run) -> dict:
         images_per_s=float(np.mean([h["images_per_s"] for h in run.history])) if run.history else None,
         device=_device_name(run.device), processor=processor(), processes=run.dist.world, amp=run.amp,
         frozen_backend=run.frozen_backend if cfg["freeze"] or cfg.get("distill_alpha") else None, command=run.command,
-        git_commit=run.commit, torch_version=torch.__version__,
+        git_commit=run.commit, torch_version=torch.__version__, malloc=run.malloc,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
 
