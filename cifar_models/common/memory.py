@@ -60,10 +60,10 @@ def reuse_freed_memory(trim_threshold: int = TRAINING_TRIM_THRESHOLD) -> dict | 
     thing; a library call (`train()`) leaves the caller's process alone. Left alone too where the user tunes
     malloc through its environment variables (MALLOC_MMAP_MAX_ and the like, or GLIBC_TUNABLES with
     glibc.malloc), or sets CIFAR_MALLOC=default. Returns what was set (the checkpoint records it), or None."""
+    global _TRAINING_MALLOC
     if os.environ.get("CIFAR_MALLOC", "").strip().lower() == "default" or any(
             k in os.environ for k in MALLOC_ENVIRONMENT) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
         return None
-    global _TRAINING_MALLOC
     mallopt = _libc("mallopt")
     if mallopt is None or mallopt(M_MMAP_MAX, 0) != 1:
         return None
